@@ -1,0 +1,141 @@
+"""The app factory: `create_app(settings)` wires middleware, lifespan and routers; nothing runs at import.
+
+    app = create_app(load_settings("configs/tiergate.yaml"))
+    uvicorn.run(app, host="127.0.0.1", port=8080)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.chat import ChatService
+from gateway.conversations import ConversationIndex
+from gateway.db import make_engine, migrate
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.keys import KeyCache
+from gateway.ledger import LedgerWriter
+from gateway.metrics import Metrics
+from gateway.pricing import PriceBook
+from gateway.queries import month_spend
+from gateway.ratelimit import RateLimiter, SpendTracker
+from gateway.redis_link import RedisLink
+from gateway.settings import Settings
+
+log = logging.getLogger("tiergate")
+
+
+@dataclass
+class AppState:
+    """Everything a request handler may need, built once in the lifespan."""
+
+    settings: Settings
+    engine: Engine
+    ledger: LedgerWriter
+    chat: ChatService
+    keys: KeyCache
+    redis: RedisLink
+    metrics: Metrics
+    prices: PriceBook
+
+
+def _error_response(exc: GatewayError) -> Response:
+    return Response(exc.render(), status_code=exc.status, media_type="application/json", headers=exc.headers)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from gateway.routes import admin, chat, health
+
+    metrics = Metrics.create()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.storage.url)
+        migrate(engine)
+        prices = PriceBook.from_settings(settings)
+        if prices.unpriced:
+            log.warning(
+                "no price known for %s; their cost is recorded as 0. Add `price:` to these models in %s",
+                ", ".join(f"`{n}`" for n in prices.unpriced),
+                settings.source,
+            )
+        ledger = LedgerWriter(
+            engine,
+            batch_size=settings.ledger.batch_size,
+            flush_interval=settings.ledger.flush_interval_ms / 1000,
+            queue_max=settings.ledger.queue_max,
+        )
+        await ledger.start()
+        link = RedisLink(settings.storage.redis_url)
+        from gateway.upstream import Upstreams
+
+        upstreams = Upstreams(settings)
+        await upstreams.start()
+        service = ChatService(
+            settings,
+            upstreams,
+            ledger,
+            prices,
+            ConversationIndex(link),
+            RateLimiter(link),
+            SpendTracker(link),
+            metrics,
+            spend_seed=lambda key_id: month_spend(engine, key_id),
+        )
+        app.state.tg = AppState(
+            settings=settings,
+            engine=engine,
+            ledger=ledger,
+            chat=service,
+            keys=KeyCache(engine, settings.auth.key_cache_seconds),
+            redis=link,
+            metrics=metrics,
+            prices=prices,
+        )
+        try:
+            yield
+        finally:
+            await ledger.stop()
+            log.info("ledger flushed: %d records written this run", ledger.written)
+            await upstreams.close()
+            await link.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="tiergate",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(_request: Request, exc: GatewayError) -> Response:
+        if exc.log_level >= logging.WARNING:
+            log.log(exc.log_level, "%s: %s", type(exc).__name__, exc.message)
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        return _error_response(InvalidRequest(f"`{loc or 'body'}`: {err.get('msg')}", param=loc or None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        err = InvalidRequest(str(exc.detail))
+        err.status = exc.status_code  # type: ignore[misc]
+        return _error_response(err)
+
+    app.include_router(chat.router)
+    app.include_router(health.router)
+    app.include_router(admin.router)
+    return app

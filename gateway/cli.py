@@ -1,0 +1,143 @@
+"""The `tiergate` command.
+
+    tiergate serve --config configs/tiergate.yaml --port 8080
+    tiergate workflows
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gateway.settings import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    name="tiergate",
+    help="OpenAI-compatible gateway that routes, trims and compiles agent workflows.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("tiergate")
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", "-c", help="config YAML (default: $TIERGATE_CONFIG, configs/tiergate.yaml, embedded)")
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one line to stderr and return the Exit to raise: no traceback for a user's mistake."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"tiergate: {message}", markup=False)
+    return typer.Exit(code)
+
+
+def settings_or_exit(config: str | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default from config)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default from config)")] = None,
+) -> None:
+    """Run the gateway."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = settings_or_exit(config)
+    setup_logging(settings.server.log_level)
+    bind = host or settings.server.host
+    if settings.admin_key is None and bind not in LOOPBACK:
+        log.warning(
+            "no admin key set (TIERGATE_ADMIN_KEY): refusing to expose an open gateway on %s; binding to 127.0.0.1 only",
+            bind,
+        )
+        bind = "127.0.0.1"
+    elif settings.admin_key is None:
+        log.warning("no admin key set (TIERGATE_ADMIN_KEY): open mode, bound to loopback %s only", bind)
+    log.info("config %s (%s), %d models, store %s", settings.source, settings.digest, len(settings.models),
+             settings.storage.url.split("@")[-1])
+    uvicorn.run(
+        create_app(settings),
+        host=bind,
+        port=port if port is not None else settings.server.port,
+        log_level=settings.server.log_level,
+        access_log=False,  # the ledger is the access log; uvicorn's costs ~10% throughput
+        timeout_graceful_shutdown=30,
+        lifespan="on",
+    )
+
+
+@app.command()
+def workflows(config: ConfigOpt = None) -> None:
+    """Print per-workflow traffic, cost and savings from the ledger."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.db import make_engine, migrate
+    from gateway.queries import workflow_summaries
+
+    settings = settings_or_exit(config)
+    try:
+        engine = make_engine(settings.storage.url)
+        migrate(engine)
+        rows = workflow_summaries(engine)
+    except SQLAlchemyError as exc:
+        raise fail(f"cannot read the store {settings.storage.url.split('@')[-1]}: {type(exc).__name__}; "
+                   "check storage.url in the config") from None
+    table = Table(title=f"workflows ({settings.storage.url.split('@')[-1]})")
+    for col in ("workflow", "requests", "convs", "prompt tok", "compl tok", "cost $", "baseline $", "savings $",
+                "p50 ms", "p95 ms", "last seen"):
+        table.add_column(col, justify="left" if col == "workflow" else "right")
+    import time
+
+    for r in rows:
+        table.add_row(
+            r["workflow"], str(r["requests"]), str(r["conversations"]), f"{r['prompt_tokens']:,}",
+            f"{r['completion_tokens']:,}", f"{r['cost_usd']:.4f}", f"{r['baseline_cost_usd']:.4f}",
+            f"{r['savings_usd']:.4f}", f"{r['p50_latency_ms'] or 0:.0f}", f"{r['p95_latency_ms'] or 0:.0f}",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last_seen"])),
+        )
+    Console(width=200).print(table)
+
+
+def _register_optional(module: str) -> None:
+    """Add the router's and the compiler's commands; they stay out of the gateway's import graph."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name and exc.name.startswith(module.split(".")[0]):
+            return
+        raise
+    mod.register(app)
+
+
+def main() -> None:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    for module in ("router.cli", "compiler.cli"):
+        _register_optional(module)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Which workflow and which conversation a request belongs to, computed from the request alone.
+
+    fingerprint_workflow(messages, tools)   # -> ("you-are-travel-booking-3f2a9c1d", "3f2a9c1d...")
+    prefix_keys(messages)                    # stitching keys, one per assistant-ending prefix
+
+A workflow with no explicit name is known by its static system prompt (dates, ids and numbers
+normalised away, since they change per conversation) plus its sorted tool names. A conversation with
+no explicit id is stitched: request k+1 re-sends request k's messages plus k's reply, so the hash of
+(messages + reply) after request k equals the hash of a prefix of request k+1's messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+_VOLATILE = [
+    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<uuid>"),
+    (re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b"), "<date>"),
+    (re.compile(r"\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b"), "<date>"),
+    (re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)?\b", re.I), "<time>"),
+    (
+        re.compile(
+            r"\b(?:mon|tues?|wed(?:nes)?|thu(?:rs)?|fri|sat(?:ur)?|sun)(?:day)?\b|"
+            r"\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?(?:,?\s*\d{4})?",
+            re.I,
+        ),
+        "<date>",
+    ),
+    (re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b"), "<email>"),
+    (re.compile(r"\b(?=[0-9a-z]*\d)(?=[0-9a-z]*[a-z])[0-9a-z]{12,}\b", re.I), "<id>"),
+    (re.compile(r"\b[0-9a-f]{16,}\b", re.I), "<hex>"),
+    (re.compile(r"\d+(?:[.,]\d+)*"), "<n>"),
+]
+_WORD = re.compile(r"[a-z]+")
+_STOP = frozenset(
+    "a an the you are your is be to of and or for in on at with as by it this that we our i me my "
+    "will can should must always never please help helpful assistant agent ai bot".split()
+)
+
+
+def content_text(content: Any) -> str:
+    """The text of a message's `content`, whether a string or a list of parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+    return str(content)
+
+
+def normalise_static(text: str) -> str:
+    for pattern, repl in _VOLATILE:
+        text = pattern.sub(repl, text)
+    return " ".join(text.split()).lower()
+
+
+def system_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    return "\n".join(
+        content_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")
+    )
+
+
+def tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    names = []
+    for t in tools or ():
+        fn = t.get("function") if isinstance(t, Mapping) else None
+        if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
+            names.append(fn["name"])
+    return sorted(names)
+
+
+def fingerprint_workflow(
+    messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None
+) -> tuple[str, str]:
+    """(readable auto-name, fingerprint). Same static prompt + tool set -> same workflow."""
+    static = normalise_static(system_text(messages))
+    names = tool_names(tools)
+    digest = hashlib.sha256((static + "\x00" + ",".join(names)).encode()).hexdigest()[:16]
+    words = [w for w in _WORD.findall(static.replace("<", " ").replace(">", " ")) if w not in _STOP and len(w) > 2]
+    words = [w for w in words if w not in {"uuid", "date", "time", "email", "hex"}]
+    if words:
+        stem = "-".join(words[:3])
+    elif names:
+        stem = "tools-" + "-".join(n.replace("_", "-") for n in names[:2])
+    else:
+        stem = "chat"
+    return f"{stem[:40]}-{digest[:6]}", digest
+
+
+def _canon(msg: Mapping[str, Any]) -> bytes:
+    """The parts of a message that a client echoes back faithfully; ids and nulls vary by SDK."""
+    calls = msg.get("tool_calls") or ()
+    call_parts = [
+        ((c.get("function") or {}).get("name"), (c.get("function") or {}).get("arguments")) for c in calls
+    ]
+    return orjson.dumps([msg.get("role"), content_text(msg.get("content")), call_parts, msg.get("tool_call_id")])
+
+
+def chained_key(prev: str, msg: Mapping[str, Any]) -> str:
+    """Hash chain over messages: key_i = H(key_{i-1} || canon(m_i)), so a prefix's key never changes."""
+    h = hashlib.blake2b(prev.encode(), digest_size=16)
+    h.update(_canon(msg))
+    return h.hexdigest()
+
+
+def prefix_hashes(messages: Sequence[Mapping[str, Any]]) -> list[str]:
+    """hashes[i] covers messages[: i + 1]."""
+    out: list[str] = []
+    prev = ""
+    for m in messages:
+        prev = chained_key(prev, m)
+        out.append(prev)
+    return out
+
+
+def stitch_candidates(messages: Sequence[Mapping[str, Any]], hashes: Sequence[str]) -> list[str]:
+    """Keys of earlier turns this request may continue: prefixes that end on an assistant reply, longest first."""
+    return [hashes[i] for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "assistant"]
+
+
+def continuation_key(hashes: Sequence[str], reply: Mapping[str, Any]) -> str:
+    """The key a follow-up request will present for this request's messages plus its reply."""
+    return chained_key(hashes[-1] if hashes else "", reply)

@@ -1,0 +1,64 @@
+"""The store's tables, as SQLAlchemy Core metadata. Changes go through a migration in migrations/versions."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("ts", Float, nullable=False, doc="unix seconds when the request arrived"),
+    Column("workflow", String(200), nullable=False),
+    Column("conversation", String(64), nullable=False),
+    Column("turn", Integer, nullable=False),
+    Column("key_id", String(32)),
+    Column("requested_model", String(200), nullable=False),
+    Column("served_model", String(200)),
+    Column("tier", String(16), nullable=False),
+    Column("stream", Boolean, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("cached_tokens", Integer, nullable=False),
+    Column("tokens_estimated", Boolean, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("baseline_cost_usd", Float, nullable=False),
+    Column("ttfb_ms", Float),
+    Column("latency_ms", Float, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("error_type", String(64)),
+    Column("attempts", Integer, nullable=False),
+    Column("prompt_fingerprint", String(32)),
+    Column("config_hash", String(16)),
+    Column("route_reason", String(200)),
+    Column("prompt_tokens_before_trim", Integer),
+    Index("ix_requests_workflow_ts", "workflow", "ts"),
+    Index("ix_requests_conversation", "conversation"),
+    Index("ix_requests_key_ts", "key_id", "ts"),
+)
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("source", String(16), nullable=False, doc="header, metadata, key, config or fingerprint"),
+    Column("fingerprint", String(32)),
+    Column("first_seen", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False, doc="first characters, to recognise a key in lists"),
+    Column("workflow", String(200)),
+    Column("rate_limit_rpm", Integer),
+    Column("monthly_budget_usd", Float),
+    Column("created", Float, nullable=False),
+    Column("revoked", Float),
+    Column("note", Text),
+)
