@@ -65,12 +65,14 @@ class LedgerWriter:
         self._interval = flush_interval
         self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=queue_max)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._known_workflows: set[str] = set()
         self.written = 0
         self.failed_batches = 0
 
     async def start(self) -> None:
         self._known_workflows = await asyncio.to_thread(self._load_workflows)
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
 
     def submit(self, record: Record) -> None:
@@ -85,12 +87,10 @@ class LedgerWriter:
         return self._queue.qsize()
 
     async def stop(self) -> None:
+        """Write everything queued, then end the writer. Never cancelled mid-batch: no loss, no duplicate."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            self._stopping.set()
+            await self._task
             self._task = None
         while not self._queue.empty():
             await self._write(self._take_batch())
@@ -103,10 +103,14 @@ class LedgerWriter:
 
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
-            await asyncio.sleep(self._interval)  # let a batch gather
-            batch = [first, *self._take_batch()]
-            await self._write(batch)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
+            except TimeoutError:
+                pass
+            while not self._queue.empty():
+                await self._write(self._take_batch())
+            if self._stopping.is_set():
+                return
 
     async def _write(self, batch: list[Record]) -> None:
         if not batch:
