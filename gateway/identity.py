@@ -32,8 +32,8 @@ _VOLATILE = [
         "<date>",
     ),
     (re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b"), "<email>"),
-    (re.compile(r"\b(?=[0-9a-z]*\d)(?=[0-9a-z]*[a-z])[0-9a-z]{12,}\b", re.I), "<id>"),
-    (re.compile(r"\b[0-9a-f]{16,}\b", re.I), "<hex>"),
+    # any word with a digit in it is an id, a code or a count: "A1", "B777", "TP1234", "v2"
+    (re.compile(r"\b(?=[0-9a-z_]*[a-z_])(?=[0-9a-z_]*\d)[0-9a-z_]+\b", re.I), "<id>"),
     (re.compile(r"\d+(?:[.,]\d+)*"), "<n>"),
 ]
 _WORD = re.compile(r"[a-z]+")

@@ -203,6 +203,7 @@ def start_gateway(tmp_path: Path, upstreams: dict[str, Upstream]) -> Iterator[An
         cfg = base_config(upstreams, db_url)
         for key, value in (overrides or {}).items():
             cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+        db_url = cfg["storage"]["url"]
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         port = free_port()
