@@ -122,6 +122,7 @@ class Settings(_Strict):
     auth: AuthConfig = AuthConfig()
     models: tuple[ModelConfig, ...] = ()
     workflows: tuple[WorkflowConfig, ...] = ()
+    loop: dict[str, Any] = Field(default_factory=dict, description="payback, proposals, canary (gateway/payback.py)")
     source: str = Field(default="<defaults>", description="where this came from; set by the loader")
     digest: str = Field(default="", description="sha256 of the file's text; stored with what it produced")
 
