@@ -140,6 +140,43 @@ def build_app(name: str) -> Starlette:
 
         return StreamingResponse(gen(), media_type="text/event-stream")
 
+    async def anthropic_messages(request: Request) -> Response:
+        """Just enough of Anthropic's Messages API for litellm's translation to be exercised for real."""
+        body = await request.json()
+        stats["requests"] += 1
+        log.append({"body": body, "headers": dict(request.headers), "t": time.time(), "api": "anthropic"})
+        text = ""
+        for m in reversed(body.get("messages") or []):
+            if m.get("role") == "user":
+                c = m.get("content")
+                text = c if isinstance(c, str) else " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+                break
+        reply = f"{name}: {text}"
+        usage = {"input_tokens": 11, "output_tokens": len(reply.split())}
+        if not body.get("stream"):
+            return JSONResponse({"id": "msg_1", "type": "message", "role": "assistant", "model": body.get("model"),
+                                 "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn",
+                                 "stop_sequence": None, "usage": usage})
+
+        def event(kind: str, data: dict[str, Any]) -> bytes:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+        async def gen():  # type: ignore[no-untyped-def]
+            yield event("message_start", {"message": {"id": "msg_1", "type": "message", "role": "assistant",
+                                                      "model": body.get("model"), "content": [],
+                                                      "stop_reason": None, "usage": {"input_tokens": 11,
+                                                                                     "output_tokens": 0}}})
+            yield event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+            for i, word in enumerate(reply.split(" ")):
+                yield event("content_block_delta", {"index": 0, "delta": {"type": "text_delta",
+                                                                          "text": word if i == 0 else " " + word}})
+            yield event("content_block_stop", {"index": 0})
+            yield event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                          "usage": {"output_tokens": usage["output_tokens"]}})
+            yield event("message_stop", {})
+
+        return StreamingResponse(gen(), media_type="text/event-stream")
+
     async def models(_: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "owned_by": "fake"}]})
 
@@ -162,6 +199,7 @@ def build_app(name: str) -> Starlette:
 
     return Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/messages", anthropic_messages, methods=["POST"]),
         Route("/v1/models", models),
         Route("/_script", push_script, methods=["POST"]),
         Route("/_reset", reset, methods=["POST"]),
