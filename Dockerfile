@@ -16,6 +16,8 @@ WORKDIR /app
 COPY configs ./configs
 RUN mkdir -p /app/data && chown tiergate /app/data
 USER tiergate
+# the default store, sqlite:///tiergate.db, lands in the writable data folder (mount a volume there)
+WORKDIR /app/data
 ENV TIERGATE_CONFIG=/app/configs/tiergate.yaml \
     PYTHONUNBUFFERED=1 \
     LITELLM_LOCAL_MODEL_COST_MAP=True
