@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
+import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -212,7 +212,7 @@ class ChatService:
         elif earlier:
             conversation, turn = earlier[0], earlier[1] + 1
         else:
-            conversation, turn = uuid.uuid4().hex, 1
+            conversation, turn = os.urandom(16).hex(), 1
         return Identity(workflow, source, fingerprint, conversation, turn, hashes)
 
     # ------------------------------------------------------------------ limits
@@ -258,7 +258,7 @@ class ChatService:
         if isinstance(metadata, dict) and metadata and set(metadata) <= TIERGATE_METADATA_KEYS:
             body = {k: v for k, v in body.items() if k != "metadata"}  # ours, not the provider's
         record = Record(
-            id=uuid.uuid4().hex,
+            id=os.urandom(16).hex(),
             ts=ts,
             workflow=ident.workflow,
             conversation=ident.conversation,
