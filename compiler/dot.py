@@ -1,0 +1,289 @@
+"""Import a Graphviz DOT drawing into a :class:`Flowchart`.
+
+A hand parser rather than ``pydot``: pydot pulls in pyparsing and reports a bad file
+as a parse exception with a column into a flattened string, while a chart author
+needs the line and the token. The grammar is DOT's (``strict``, ``graph``/``digraph``,
+node, edge and attribute statements, ``node [...]``/``edge [...]`` defaults,
+subgraphs, ``A -> {B C}``, ``A -> B -> C``, quoted and ``+``-joined strings, HTML
+labels, ports, ``//``, ``/* */`` and ``#`` comments).
+
+Mapping: ``shape=diamond`` (or ``rhombus``, ``hexagon``) is a decision; ``oval``,
+``ellipse``, ``circle``, ``doublecircle``, ``egg``, ``point``, and Graphviz's own
+start/end markers ``Mdiamond`` and ``Msquare`` mark the start and the ends;
+``box3d``, ``component`` and ``cds`` (also ``tab``, ``folder``) are tool calls; any
+other shape is an agent step. Edge ``label`` (or ``xlabel``) is the condition. Explicit attributes
+``kind``, ``tool`` and ``outcome`` override the inference.
+
+Example::
+
+    fc = parse_dot('digraph { s [shape=oval label="Start"]; s -> a -> e; e [shape=oval label="Done"] }')
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from compiler.flowchart import DrawnEdge, DrawnNode, Flowchart, FlowchartError, Shape, from_graph
+
+_DECISION = {"diamond", "rhombus", "hexagon"}
+# Mdiamond / Msquare: Graphviz's own examples mark start and end with them.
+_OVAL = {
+    "oval",
+    "ellipse",
+    "circle",
+    "doublecircle",
+    "egg",
+    "point",
+    "mcircle",
+    "doubleoctagon",
+    "mdiamond",
+    "msquare",
+}
+_TOOL = {"box3d", "component", "cds", "tab", "folder"}
+_KEYWORDS = {"graph", "digraph", "subgraph", "node", "edge", "strict"}
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>[ \t\r\f\v]+)
+  | (?P<nl>\n)
+  | (?P<comment>//[^\n]*|/\*.*?\*/|\#[^\n]*)
+  | (?P<edgeop>->|--)
+  | (?P<punct>[{}\[\];,=:])
+  | (?P<string>"(?:[^"\\]|\\.)*")
+  | (?P<html><)
+  | (?P<id>-?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)|[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)
+    """,
+    re.X | re.S,
+)
+
+
+@dataclass
+class _Tok:
+    kind: str  # id, edgeop, punct, end
+    value: str
+    line: int
+
+
+def _tokenize(text: str, source: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    pos, line = 0, 1
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise FlowchartError(
+                f"`{source}` line {line}: unexpected `{text[pos : pos + 15].splitlines()[0]}`; check the DOT syntax"
+            )
+        kind = m.lastgroup or ""
+        value = m.group(0)
+        if kind == "html":
+            depth, end = 0, pos
+            while end < len(text):
+                if text[end] == "<":
+                    depth += 1
+                elif text[end] == ">":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                end += 1
+            if depth != 0:
+                raise FlowchartError(
+                    f"`{source}` line {line}: an HTML label `<...>` is never closed; add the `>`"
+                )
+            value = text[pos : end + 1]
+            inner = re.sub(r"<br\s*/?>", " ", value[1:-1], flags=re.I)
+            toks.append(_Tok("id", " ".join(re.sub(r"<[^>]*>", "", inner).split()), line))
+            line += value.count("\n")
+            pos = end + 1
+            continue
+        if kind == "string":
+            body = value[1:-1].replace('\\"', '"')
+            body = re.sub(r"\\[nlr]", " ", body).replace("\\\n", "")
+            # "a" + "b" concatenation
+            if toks and toks[-1].kind == "plus":
+                toks.pop()
+                toks[-1].value += body
+            else:
+                toks.append(_Tok("id", body, line))
+        elif kind == "id":
+            toks.append(_Tok("id", value, line))
+        elif kind in ("edgeop", "punct"):
+            toks.append(_Tok(kind, value, line))
+        line += value.count("\n")
+        pos = m.end()
+        # `+` between strings is not in the token regex; handle it here.
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+        if pos < len(text) and text[pos] == "+" and toks and toks[-1].kind == "id":
+            toks.append(_Tok("plus", "+", line))
+            pos += 1
+    toks.append(_Tok("end", "", toks[-1].line if toks else line))
+    return toks
+
+
+class _Parser:
+    def __init__(self, toks: list[_Tok], source: str) -> None:
+        self.toks = toks
+        self.i = 0
+        self.source = source
+        self.directed = True
+        self.nodes: dict[str, DrawnNode] = {}
+        self.node_attrs: dict[str, dict[str, str]] = {}
+        self.edges: list[DrawnEdge] = []
+        self.mentioned: list[list[str]] = []  # node ids named inside each open subgraph
+        self.name = ""
+
+    def fail(self, msg: str, tok: _Tok | None = None) -> FlowchartError:
+        tok = tok or self.toks[self.i]
+        return FlowchartError(f"`{self.source}` line {tok.line}: {msg}")
+
+    def peek(self, offset: int = 0) -> _Tok:
+        return self.toks[min(self.i + offset, len(self.toks) - 1)]
+
+    def take(self, kind: str, value: str | None = None) -> _Tok:
+        tok = self.peek()
+        if tok.kind != kind or (value is not None and tok.value != value):
+            want = f"`{value}`" if value else "a name"
+            got = f"`{tok.value}`" if tok.kind != "end" else "the end of the file"
+            raise self.fail(f"expected {want}, got {got}")
+        self.i += 1
+        return tok
+
+    def accept(self, kind: str, value: str | None = None) -> bool:
+        tok = self.peek()
+        if tok.kind == kind and (value is None or tok.value == value):
+            self.i += 1
+            return True
+        return False
+
+    def graph(self) -> None:
+        self.accept("id", "strict")
+        head = self.peek()
+        if head.kind != "id" or head.value.lower() not in ("graph", "digraph"):
+            got = head.value if head.kind != "end" else "an empty file"
+            raise self.fail(
+                f"expected `digraph` or `graph`, got `{got}`; a DOT file starts with `digraph NAME {{`"
+            )
+        self.i += 1
+        self.directed = head.value.lower() == "digraph"
+        if self.peek().kind == "id":
+            self.name = self.take("id").value
+        self.take("punct", "{")
+        self.stmt_list({}, {})
+        self.take("punct", "}")
+        if self.peek().kind != "end":
+            raise self.fail(f"unexpected `{self.peek().value}` after the closing `}}`; one graph per file")
+
+    def stmt_list(self, node_defaults: dict[str, str], edge_defaults: dict[str, str]) -> None:
+        node_defaults, edge_defaults = dict(node_defaults), dict(edge_defaults)
+        while not (self.peek().kind == "punct" and self.peek().value == "}"):
+            if self.peek().kind == "end":
+                raise self.fail("the graph body is never closed; add `}`")
+            self.stmt(node_defaults, edge_defaults)
+            self.accept("punct", ";")
+
+    def stmt(self, node_defaults: dict[str, str], edge_defaults: dict[str, str]) -> None:
+        tok = self.peek()
+        if tok.kind == "id" and tok.value.lower() in ("node", "edge", "graph") and self.peek(1).value == "[":
+            self.i += 1
+            attrs = self.attr_lists()
+            if tok.value.lower() == "node":
+                node_defaults.update(attrs)
+            elif tok.value.lower() == "edge":
+                edge_defaults.update(attrs)
+            return
+        if tok.kind == "id" and self.peek(1).kind == "punct" and self.peek(1).value == "=":
+            self.i += 3  # graph attribute `a = b`
+            return
+        left = self.operand(node_defaults, edge_defaults)
+        if self.peek().kind != "edgeop":
+            attrs = self.attr_lists() if self.peek().value == "[" else {}
+            for nid in left:
+                self.node_attrs[nid].update(attrs)
+            return
+        chain = [left]
+        while self.peek().kind == "edgeop":
+            op = self.take("edgeop")
+            if op.value == "--" and self.directed:
+                raise self.fail("`--` in a `digraph`; use `->` for directed edges", op)
+            if op.value == "->" and not self.directed:
+                raise self.fail("`->` in an undirected `graph`; use `digraph` or `--`", op)
+            if self.peek().kind not in ("id",) and self.peek().value != "{":
+                raise self.fail(f"the edge has no target; expected a node after `{op.value}`")
+            chain.append(self.operand(node_defaults, edge_defaults))
+        attrs = dict(edge_defaults)
+        if self.peek().value == "[":
+            attrs.update(self.attr_lists())
+        label = attrs.get("label") or attrs.get("xlabel") or ""
+        for a_group, b_group in zip(chain, chain[1:], strict=False):
+            for a in a_group:
+                for b in b_group:
+                    self.edges.append(DrawnEdge(a, b, label, tok.line))
+
+    def operand(self, node_defaults: dict[str, str], edge_defaults: dict[str, str]) -> list[str]:
+        tok = self.peek()
+        if (tok.kind == "id" and tok.value.lower() == "subgraph") or (
+            tok.kind == "punct" and tok.value == "{"
+        ):
+            if tok.kind == "id":
+                self.i += 1
+                if self.peek().kind == "id":
+                    self.i += 1
+            self.mentioned.append([])
+            self.take("punct", "{")
+            self.stmt_list(node_defaults, edge_defaults)
+            self.take("punct", "}")
+            inside = list(dict.fromkeys(self.mentioned.pop()))
+            if self.mentioned:
+                self.mentioned[-1].extend(inside)
+            return inside
+        if tok.kind != "id" or tok.value.lower() in _KEYWORDS:
+            got = tok.value if tok.kind != "end" else "the end of the file"
+            raise self.fail(f"expected a node name, got `{got}`")
+        self.i += 1
+        if self.accept("punct", ":"):  # port (and compass point)
+            self.take("id")
+            if self.accept("punct", ":"):
+                self.take("id")
+        if tok.value not in self.nodes:
+            self.nodes[tok.value] = DrawnNode(tok.value, line=tok.line)
+            self.node_attrs[tok.value] = dict(node_defaults)
+        if self.mentioned:
+            self.mentioned[-1].append(tok.value)
+        return [tok.value]
+
+    def attr_lists(self) -> dict[str, str]:
+        attrs: dict[str, str] = {}
+        while self.accept("punct", "["):
+            while not self.accept("punct", "]"):
+                key = self.take("id")
+                if self.accept("punct", "="):
+                    attrs[key.value.lower()] = self.take("id").value
+                else:
+                    attrs[key.value.lower()] = "true"
+                self.accept("punct", ",") or self.accept("punct", ";")
+        return attrs
+
+
+def parse_dot(text: str, name: str = "workflow", source: str = "<dot>") -> Flowchart:
+    """Parse DOT text; raises :class:`FlowchartError` naming the line at fault."""
+    parser = _Parser(_tokenize(text, source), source)
+    parser.graph()
+    if not parser.nodes:
+        raise FlowchartError(f"`{source}`: the graph has no nodes; draw at least a start and an end")
+    for nid, node in parser.nodes.items():
+        attrs = parser.node_attrs[nid]
+        shape = attrs.get("shape", "").lower()
+        kind: Shape = "rect"
+        if shape in _DECISION:
+            kind = "decision"
+        elif shape in _OVAL:
+            kind = "oval"
+        elif shape in _TOOL:
+            kind = "tool"
+        elif not shape:
+            kind = "oval"  # Graphviz draws an ellipse when no shape is given
+        node.shape = kind
+        node.label = attrs.get("label", "") if attrs.get("label", "") not in ("", "\\N") else nid
+        node.attrs = {k: v for k, v in attrs.items() if k in ("kind", "tool", "outcome")}
+    return from_graph(parser.name or name, source, parser.nodes, parser.edges)

@@ -1,0 +1,428 @@
+"""Turn a flowchart path into a training conversation in the OpenAI chat format with tools.
+
+Turn rules (documented for chart authors in ``docs/flowcharts.md``):
+
+- ``start`` / ``agent`` nodes and terminals with ``say`` are assistant messages.
+- ``tool`` nodes are an assistant message with one ``tool_calls`` entry, then a
+  ``tool`` message with the result; the assistant continues right after a result.
+- ``decision`` nodes are never spoken. After a spoken node the user answers with an
+  utterance of the edges taken until the next assistant message (the last edge that
+  has utterances, i.e. the one closest to the branch chosen). After a tool node, the
+  branch's ``result`` (if any) replaces the tool node's result.
+- If the start node is silent, the first edges' utterances (when given) open the
+  conversation as the user; otherwise the assistant speaks first.
+
+The system message is the chart's minimal runtime system prompt only: the procedure
+has to live in the weights, not in the prompt.
+
+Example::
+
+    conv = render_offline(fc, path, seed=0, variant=2)
+    conv["messages"][-1]["content"], conv["tiergate"]["nodes"]
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import random
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from compiler.flowchart import Edge, Flowchart, FlowchartError, Node, fill
+from compiler.paths import FlowPath
+
+
+def pick_slots(fc: Flowchart, rng: random.Random) -> dict[str, str]:
+    return {name: rng.choice(values) for name, values in fc.slots.items()}
+
+
+def _rng(fc: Flowchart, path: FlowPath, seed: int, variant: int, mode: str) -> random.Random:
+    # A string seed is hashed with sha512 by `random`, so this is stable across processes.
+    return random.Random(f"{mode}|{fc.name}|{path.id}|{seed}|{variant}")
+
+
+def _tool_args(fc: Flowchart, node: Node, slots: Mapping[str, str]) -> dict[str, Any]:
+    """Render argument templates, typed by the tool's JSON schema so `2` is sent as a number."""
+    schema = fc.tool_schema(node.tool or "")
+    props = ((schema or {}).get("function", {}).get("parameters") or {}).get("properties") or {}
+    args: dict[str, Any] = {}
+    for name, template in node.args.items():
+        value: Any = fill(template, slots)
+        kind = (props.get(name) or {}).get("type")
+        try:
+            if kind == "integer":
+                value = int(value)
+            elif kind == "number":
+                value = float(value)
+            elif kind == "boolean":
+                value = str(value).strip().lower() in ("true", "yes", "1")
+            elif kind in ("array", "object"):
+                value = json.loads(value)
+        except ValueError as exc:
+            raise FlowchartError(
+                f"node `{node.id}`: argument `{name}` renders to `{value}`, which is not of the schema's type `{kind}`; "
+                "fix the slot values or the template"
+            ) from exc
+        args[name] = value
+    return args
+
+
+def _call_id(rng: random.Random) -> str:
+    return "call_" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12))
+
+
+def _stretches(fc: Flowchart, path: FlowPath) -> list[tuple[int, list[Edge]]]:
+    """Split a path at nodes that produce assistant output.
+
+    Returns (position of the producing node in ``path.nodes``, edges that led to it
+    since the previous producing node); position -1 collects the edges after the last
+    producer (into silent nodes).
+    """
+    out: list[tuple[int, list[Edge]]] = []
+    pending: list[Edge] = []
+    for pos, nid in enumerate(path.nodes):
+        if pos > 0:
+            pending.append(fc.edges[path.edges[pos - 1]])
+        node = fc.nodes[nid]
+        if node.speaks or node.kind == "tool":
+            out.append((pos, pending))
+            pending = []
+    out.append((-1, pending))
+    return out
+
+
+def _check_path(fc: Flowchart, path: FlowPath) -> None:
+    if not path.nodes or path.nodes[0] != fc.start:
+        raise FlowchartError(
+            f"path `{path.id}` does not begin at the start node `{fc.start}`; enumerate it from this chart"
+        )
+    for pos, i in enumerate(path.edges):
+        if (
+            i >= len(fc.edges)
+            or fc.edges[i].source != path.nodes[pos]
+            or fc.edges[i].target != path.nodes[pos + 1]
+        ):
+            raise FlowchartError(
+                f"path `{path.id}` does not match flowchart `{fc.name}` at step {pos + 1}; enumerate it from this chart"
+            )
+
+
+def _plan(fc: Flowchart, path: FlowPath) -> list[dict[str, Any]]:
+    """The conversation's skeleton: which turns come from whom, independent of wording.
+
+    Steps: {"role": "user", "edges": [...]}, {"role": "assistant", "node": id},
+    {"role": "call", "node": id}, {"role": "result", "node": id, "override": str|None}.
+    """
+    _check_path(fc, path)
+    steps: list[dict[str, Any]] = []
+    prev: Node | None = None  # the last producing node
+    for pos, edges in _stretches(fc, path):
+        target = fc.nodes[path.nodes[pos]] if pos >= 0 else None
+        if prev is not None and prev.kind == "tool":
+            override = next((e.result for e in reversed(edges) if e.result is not None), None)
+            steps.append({"role": "result", "node": prev.id, "override": override})
+        else:
+            spoken = [e for e in edges if e.utterances]
+            if target is not None and spoken:
+                steps.append({"role": "user", "edge": spoken[-1]})
+            elif target is not None and prev is not None:
+                gap = edges[-1] if edges else None
+                where = f"`{gap.source}` -> `{gap.target}`" if gap else f"into `{target.id}`"
+                raise FlowchartError(
+                    f"node `{prev.id}`: edge {where} needs example user `utterances` to render path `{path.id}`; "
+                    "run `tiergate flowchart check` for every gap"
+                )
+        if target is not None:
+            steps.append({"role": "call" if target.kind == "tool" else "assistant", "node": target.id})
+            prev = target
+    return steps
+
+
+def _outcome(fc: Flowchart, path: FlowPath) -> tuple[str, str | None]:
+    last = fc.nodes[path.nodes[-1]]
+    return last.id, last.outcome
+
+
+def render_offline(fc: Flowchart, path: FlowPath, seed: int, variant: int = 0) -> dict[str, Any]:
+    """One conversation from templates and slot values; the same (seed, variant) gives the same bytes."""
+    rng = _rng(fc, path, seed, variant, "offline")
+    slots = pick_slots(fc, rng)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": fc.system_prompt}]
+    nodes: list[str] = []
+    call_id = ""
+    for step in _plan(fc, path):
+        role = step["role"]
+        if role == "user":
+            messages.append({"role": "user", "content": fill(rng.choice(step["edge"].utterances), slots)})
+            continue
+        node = fc.nodes[step["node"]]
+        if role == "assistant":
+            text = rng.choice(node.say) if node.say else node.text
+            messages.append({"role": "assistant", "content": fill(text, slots)})
+            nodes.append(node.id)
+        elif role == "call":
+            call_id = _call_id(rng)
+            messages.append(_call_message(fc, node, slots, call_id))
+            nodes.append(node.id)
+        else:
+            result = step["override"] if step["override"] is not None else node.result
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": fill(result or "{}", slots)})
+    terminal, outcome = _outcome(fc, path)
+    return {
+        "messages": messages,
+        "tools": [dict(t) for t in fc.tools],
+        "tiergate": {
+            "path_id": path.id,
+            "workflow": fc.name,
+            "terminal": terminal,
+            "outcome": outcome,
+            "slots": slots,
+            "nodes": nodes,
+            "source": "offline",
+            "seed": seed,
+            "variant": variant,
+        },
+    }
+
+
+def _call_message(fc: Flowchart, node: Node, slots: Mapping[str, str], call_id: str) -> dict[str, Any]:
+    # `content` is "" rather than None: both are valid OpenAI, and "" survives chat templates that concatenate.
+    return {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {
+                    "name": node.tool,
+                    "arguments": json.dumps(_tool_args(fc, node, slots), ensure_ascii=False),
+                },
+            }
+        ],
+    }
+
+
+# --------------------------------------------------------------------- teacher mode
+
+Complete = Callable[[str, list[dict[str, Any]]], str]
+
+
+def litellm_complete(model: str, messages: list[dict[str, Any]], **kwargs: Any) -> str:
+    """The default seam to a real model; ``kwargs`` go to ``litellm.completion`` (api_base, api_key...)."""
+    import litellm
+
+    try:
+        resp = litellm.completion(model=model, messages=messages, **{"temperature": 0.7, **kwargs})
+    except Exception as exc:  # litellm raises many provider-specific types
+        raise RuntimeError(
+            f"teacher/simulator model `{model}` failed: {exc}; check the model name and its API key"
+        ) from exc
+    return str(resp.choices[0].message.content or "").strip()
+
+
+def render_teacher(
+    fc: Flowchart,
+    path: FlowPath,
+    teacher_model: str,
+    simulator_model: str,
+    seed: int,
+    *,
+    complete: Complete | None = None,
+    completion_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One conversation along ``path`` where a teacher model writes the agent turns.
+
+    The teacher sees each node's instruction and the slot values; a separate simulator
+    plays the user and sees only a goal (the branch condition to convey and the
+    scenario's values), never the flowchart. Tool calls and results stay rendered from
+    the chart so they are exact. ``complete(model, messages) -> str`` is the seam to
+    the models (litellm by default, called with ``completion_kwargs``).
+    """
+    extra = dict(completion_kwargs or {})
+    call = complete or (lambda model, msgs: litellm_complete(model, msgs, **extra))
+    rng = _rng(fc, path, seed, 0, "teacher")
+    slots = pick_slots(fc, rng)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": fc.system_prompt}]
+    nodes: list[str] = []
+    call_id = ""
+    facts = "; ".join(f"{k} = {v}" for k, v in slots.items())
+    for step in _plan(fc, path):
+        role = step["role"]
+        if role == "user":
+            edge: Edge = step["edge"]
+            goal = edge.condition or "continue the conversation"
+            example = fill(rng.choice(edge.utterances), slots)
+            sim_prompt = [
+                {
+                    "role": "system",
+                    "content": (
+                        "You are a customer talking to an assistant. Reply with ONE short message, in your own words, "
+                        f"that makes this clear: {goal}. Facts about you: {facts}. "
+                        f'A message like this would do: "{example}". Output only the message.'
+                    ),
+                },
+                *_flip(messages[1:]),
+            ]
+            messages.append({"role": "user", "content": call(simulator_model, sim_prompt) or example})
+            continue
+        node = fc.nodes[step["node"]]
+        if role == "assistant":
+            template = fill(node.say[0], slots) if node.say else ""
+            instruction = (
+                f"{fc.system_prompt}\n\nYour next reply must do this: {fill(node.text, slots)}. "
+                f"Known values: {facts}. "
+                + (f'Say essentially: "{template}". ' if template else "")
+                + "Reply with the message only."
+            )
+            teacher_msgs = [{"role": "system", "content": instruction}, *_visible(messages[1:])]
+            text = call(teacher_model, teacher_msgs) or template or fill(node.text, slots)
+            messages.append({"role": "assistant", "content": text})
+            nodes.append(node.id)
+        elif role == "call":
+            call_id = _call_id(rng)
+            messages.append(_call_message(fc, node, slots, call_id))
+            nodes.append(node.id)
+        else:
+            result = step["override"] if step["override"] is not None else node.result
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": fill(result or "{}", slots)})
+    terminal, outcome = _outcome(fc, path)
+    return {
+        "messages": messages,
+        "tools": [dict(t) for t in fc.tools],
+        "tiergate": {
+            "path_id": path.id,
+            "workflow": fc.name,
+            "terminal": terminal,
+            "outcome": outcome,
+            "slots": slots,
+            "nodes": nodes,
+            "source": "teacher",
+            "teacher": teacher_model,
+            "simulator": simulator_model,
+            "seed": seed,
+        },
+    }
+
+
+def _visible(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """History as plain text turns, so any chat model (with or without tool support) can read it."""
+    out = []
+    for m in history:
+        if m["role"] == "tool":
+            out.append({"role": "user", "content": f"[tool result] {m['content']}"})
+        elif m.get("tool_calls"):
+            f = m["tool_calls"][0]["function"]
+            out.append({"role": "assistant", "content": f"[called {f['name']}({f['arguments']})]"})
+        else:
+            out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _flip(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The simulator's view: the agent's words arrive as `user`, its own as `assistant`; tools are hidden."""
+    out = []
+    for m in history:
+        if m["role"] == "tool" or m.get("tool_calls"):
+            continue
+        out.append({"role": "assistant" if m["role"] == "user" else "user", "content": m["content"]})
+    return out
+
+
+# ------------------------------------------------------------------------ matching
+
+_WORD = re.compile(r"[a-z0-9]+")
+SLOT_TOKEN = "\x00slot\x00"
+
+
+def _normalise(text: str, slots: Mapping[str, str]) -> list[str]:
+    """Lower-case words with every slot value (longest first) replaced by one token."""
+    low = text.lower()
+    for value in sorted({str(v).lower() for v in slots.values() if str(v).strip()}, key=len, reverse=True):
+        # Whole words only: a passenger count of "1" must not eat the 1s of "SK101".
+        low = re.sub(rf"(?<![a-z0-9]){re.escape(value)}(?![a-z0-9])", f" {SLOT_TOKEN} ", low)
+    words: list[str] = []
+    for part in low.split(f" {SLOT_TOKEN} "):
+        words.extend(_WORD.findall(part))
+        words.append("<slot>")
+    words.pop()
+    return words
+
+
+def _template_words(template: str) -> list[str]:
+    marked = re.sub(r"\{[A-Za-z_][A-Za-z0-9_]*\}", f" {SLOT_TOKEN} ", template.lower())
+    words: list[str] = []
+    for part in marked.split(f" {SLOT_TOKEN} "):
+        words.extend(_WORD.findall(part))
+        words.append("<slot>")
+    words.pop()
+    return words
+
+
+def _similarity(a: list[str], b: list[str]) -> float:
+    if not a and not b:
+        return 1.0
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def match_node(
+    fc: Flowchart,
+    message: Mapping[str, Any],
+    slots: Mapping[str, str],
+    candidates: Iterable[str] | None = None,
+    threshold: float = 0.6,
+) -> str | None:
+    """The node whose template an assistant message matches best, or None below ``threshold``.
+
+    Tool calls match tool nodes by tool name (ties broken by argument agreement); text
+    matches ``say`` templates (or the node text) by word-sequence similarity after slot
+    values and placeholders are both reduced to one token, so a right turn with wrong
+    slot values still counts as the right node (argument exactness is scored apart).
+    """
+    pool = (
+        [fc.nodes[c] for c in candidates if c in fc.nodes]
+        if candidates is not None
+        else list(fc.nodes.values())
+    )
+    calls = message.get("tool_calls") or []
+    if calls:
+        fn = calls[0].get("function") or {}
+        name = fn.get("name")
+        try:
+            sent = json.loads(fn.get("arguments") or "{}")
+        except (TypeError, ValueError):
+            sent = {}
+        best: tuple[float, str] | None = None
+        for node in pool:
+            if node.kind != "tool" or node.tool != name:
+                continue
+            try:
+                want = _tool_args(fc, node, slots)
+            except FlowchartError:
+                want = {}
+            keys = set(want) | set(sent if isinstance(sent, dict) else {})
+            agree = sum(1 for k in keys if isinstance(sent, dict) and sent.get(k) == want.get(k)) / (
+                len(keys) or 1
+            )
+            if best is None or agree > best[0]:
+                best = (agree, node.id)
+        return best[1] if best else None
+    content = message.get("content")
+    if isinstance(content, list):  # content parts
+        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if not content:
+        return None
+    said = _normalise(str(content), slots)
+    scored: tuple[float, str] | None = None
+    for node in pool:
+        if not node.speaks and node.kind not in ("agent", "start"):
+            continue
+        for template in node.say or (node.text,):
+            score = _similarity(said, _template_words(template))
+            if scored is None or score > scored[0]:
+                scored = (score, node.id)
+    if scored is None or scored[0] < threshold:
+        return None
+    return scored[1]

@@ -1,0 +1,304 @@
+"""Mermaid and DOT importers, and the `flowchart check|convert` commands, on good and malformed input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from compiler.dot import parse_dot
+from compiler.flowchart import Flowchart, FlowchartError, dump_yaml, load_flowchart, loads_yaml, validate
+from compiler.flowchart_cli import register_flowchart
+from compiler.mermaid import parse_mermaid
+from compiler.paths import count_paths
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "configs" / "workflows"
+
+
+def edges_of(fc: Flowchart) -> list[tuple[str, str, str]]:
+    return [(e.source, e.target, e.condition) for e in fc.edges]
+
+
+# ----------------------------------------------------------------------------- Mermaid
+
+
+def test_mermaid_shapes_and_kinds() -> None:
+    fc = parse_mermaid(
+        """
+%% comment line
+flowchart LR
+    S([Start]) --> A[Ask for the city]
+    A --> L[[Search flights]]
+    L --> D{Found?}
+    D -->|yes| O(Offer the flight)
+    D -->|no| H{{Retry?}}
+    H --> A
+    H --> X((Customer gives up))
+    O --> E([Booking done])
+    O --> Q>Flag for review]
+    Q --> R[(Store)] --> F[/Escalate to a human/]
+""",
+        name="m",
+    )
+    kinds = {n.id: n.kind for n in fc.nodes.values()}
+    assert kinds == {
+        "S": "start",
+        "A": "agent",
+        "L": "tool",
+        "D": "decision",
+        "O": "agent",
+        "H": "decision",
+        "X": "terminal",
+        "E": "terminal",
+        "Q": "agent",
+        "R": "agent",
+        "F": "terminal",
+    }
+    assert fc.start == "S"
+    assert fc.nodes["L"].tool == "search_flights" and fc.nodes["A"].text == "Ask for the city"
+    assert {t: fc.nodes[t].outcome for t in fc.terminals} == {"X": "abandon", "E": "success", "F": "escalate"}
+    assert [t["function"]["name"] for t in fc.tools] == ["search_flights"]
+    assert validate(fc) and all(i.kind == "synthesis" for i in validate(fc))
+
+
+@pytest.mark.parametrize(
+    ("link", "label"),
+    [
+        ("-->", ""),
+        ("---", ""),
+        ("-.->", ""),
+        ("==>", ""),
+        ("-- yes -->", "yes"),
+        ("--yes-->", "yes"),
+        ("-->|yes|", "yes"),
+        ('-->|"yes, sure"|', "yes, sure"),
+        ("-. maybe later .->", "maybe later"),
+        ("== re-try ==>", "re-try"),
+        ("-- re-try -->", "re-try"),
+    ],
+)
+def test_mermaid_link_syntaxes(link: str, label: str) -> None:
+    fc = parse_mermaid(f"graph TD\n  A[Start here] {link} B([Done])\n")
+    assert edges_of(fc) == [("A", "B", label)]
+
+
+def test_mermaid_chains_ampersands_semicolons_and_ignored_lines() -> None:
+    fc = parse_mermaid(
+        """---
+title: chained
+---
+graph TB
+    classDef hot fill:#f00
+    subgraph one
+    A[Begin] --> B --> C:::hot
+    end
+    B & C --> D{"Pick one"}; D -- left --> E([End left]); D -- right --> F([End right])
+    style A fill:#fff
+    linkStyle 0 stroke:#f00
+    click A callback
+"""
+    )
+    assert fc.name == "chained"
+    assert edges_of(fc) == [
+        ("A", "B", ""),
+        ("B", "C", ""),
+        ("B", "D", ""),
+        ("C", "D", ""),
+        ("D", "E", "left"),
+        ("D", "F", "right"),
+    ]
+    assert fc.nodes["D"].text == "Pick one" and fc.nodes["D"].kind == "decision"
+    assert count_paths(fc, 0) == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("", "empty Mermaid file"),
+        (
+            "sequenceDiagram\n A->>B: hi\n",
+            "line 1: expected a `flowchart` or `graph` header, got `sequenceDiagram`",
+        ),
+        ("flowchart TD\n  A[open --> B\n", "line 2: node `A`: the label is never closed; add `]`"),
+        ('flowchart TD\n  A["open] --> B\n', "line 2: node `A`: the quoted label is never closed"),
+        ("flowchart TD\n  A --> \n", "line 2: the link at the end of `A -->` has no target node"),
+        ("flowchart TD\n  A ~> B\n", "line 2: expected a link such as `-->` after `A`"),
+        ("flowchart TD\n  A --> !\n", "line 2: expected a node id at `!`"),
+        ("---\ntitle: x\nflowchart TD\n", "front matter `---` is never closed"),
+        ("flowchart TD\n%% nothing\n", "has no nodes"),
+    ],
+)
+def test_mermaid_malformed_input_names_the_line(text: str, needle: str) -> None:
+    with pytest.raises(FlowchartError) as err:
+        parse_mermaid(text, source="bad.mmd")
+    assert needle in str(err.value) and "`bad.mmd`" in str(err.value)
+
+
+def test_mermaid_dead_end_stays_an_agent_so_validation_reports_it() -> None:
+    fc = parse_mermaid("flowchart TD\n S([Start]) --> A[Ask] --> B[Think about it]\n A --> E([Done])\n")
+    assert fc.nodes["B"].kind == "agent"
+    assert any(i.node == "B" and "dead end" in i.problem for i in validate(fc))
+
+
+# --------------------------------------------------------------------------------- DOT
+
+
+def test_dot_shapes_labels_defaults_and_explicit_attributes() -> None:
+    fc = parse_dot(
+        """
+/* block comment */
+digraph support {
+  graph [rankdir=LR]; rankdir = LR
+  node [shape=box fontname="Arial"]
+  edge [color=grey]
+  # a hash comment
+  s [shape=ellipse label="Customer writes in"]
+  ask [label="Ask for the " + "order number"]
+  look [shape=component label="Get order"]
+  ok [shape=diamond label=<Found <b>it</b>?>]
+  fix [label="Explain the policy", tool=none_here, kind=agent]
+  good [shape=oval label="Refund issued"]
+  bad [shape=doublecircle label="Transfer to a human" outcome=escalate]
+  s -> ask -> look -> ok
+  ok -> good [label="yes"]
+  ok:e -> fix [xlabel="no"]
+  fix -> {bad good}
+}
+""",
+        source="s.dot",
+    )
+    assert fc.name == "support"
+    kinds = {n.id: n.kind for n in fc.nodes.values()}
+    assert kinds == {
+        "s": "start",
+        "ask": "agent",
+        "look": "tool",
+        "ok": "decision",
+        "fix": "agent",
+        "good": "terminal",
+        "bad": "terminal",
+    }
+    assert fc.nodes["ask"].text == "Ask for the order number"
+    assert fc.nodes["ok"].text == "Found it?"
+    assert fc.nodes["look"].tool == "get_order"
+    assert fc.nodes["bad"].outcome == "escalate" and fc.nodes["good"].outcome == "success"
+    assert edges_of(fc) == [
+        ("s", "ask", ""),
+        ("ask", "look", ""),
+        ("look", "ok", ""),
+        ("ok", "good", "yes"),
+        ("ok", "fix", "no"),
+        ("fix", "bad", ""),
+        ("fix", "good", ""),
+    ]
+    assert [i for i in validate(fc) if i.kind == "structure"] == []
+
+
+def test_dot_undirected_graph_and_default_ellipses() -> None:
+    fc = parse_dot("strict graph { a -- b -- c; b [shape=diamond]; b -- d }")
+    assert fc.start == "a" and fc.nodes["a"].kind == "start"
+    assert fc.nodes["b"].kind == "decision"
+    assert fc.terminals == ("c", "d")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("", "expected `digraph` or `graph`, got `an empty file`"),
+        ("flowchart TD", "expected `digraph` or `graph`, got `flowchart`"),
+        ("digraph {\n a -> b\n", "line 2: the graph body is never closed; add `}`"),
+        ("digraph {\n a -- b }", "line 2: `--` in a `digraph`; use `->`"),
+        ("graph {\n\n a -> b }", "line 3: `->` in an undirected `graph`"),
+        ("digraph { a -> ; }", "the edge has no target"),
+        ('digraph { a [label="x] }', "unexpected"),
+        ("digraph { a [label=<x<b>y</b> ] }", "HTML label `<...>` is never closed"),
+        ("digraph { } extra", "unexpected `extra` after the closing `}`"),
+        ("digraph { }", "the graph has no nodes"),
+        ("digraph { a [kind=robot] }", "node `a` has unknown kind `robot`"),
+        ("digraph { a -> b; b [outcome=great] }", "node `b` has unknown outcome `great`"),
+    ],
+)
+def test_dot_malformed_input_names_the_problem(text: str, needle: str) -> None:
+    with pytest.raises(FlowchartError) as err:
+        parse_dot(text, source="bad.dot")
+    assert needle in str(err.value) and "`bad.dot`" in str(err.value)
+
+
+def test_example_drawings_load_and_round_trip() -> None:
+    for file in ("password-reset.mmd", "refund-request.dot"):
+        fc = load_flowchart(WORKFLOWS / file)
+        assert [i for i in validate(fc) if i.kind == "structure"] == []
+        assert len(fc.decision_hubs) >= 2 and len(fc.terminals) == 3
+        assert loads_yaml(dump_yaml(fc)) == fc
+
+
+# --------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    register_flowchart(app)
+
+    @app.callback()
+    def _root() -> None:
+        """Keep `flowchart` a sub-command even when it is the only one."""
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "file", ["travel-booking.yaml", "insurance-claims.yaml", "password-reset.mmd", "refund-request.dot"]
+)
+def test_check_prints_the_summary_for_every_format(cli: typer.Typer, file: str) -> None:
+    result = CliRunner().invoke(cli, ["flowchart", "check", str(WORKFLOWS / file)])
+    assert result.exit_code == 0, result.output
+    for word in ("nodes:", "edges:", "decision hubs:", "terminals:", "paths:", "coverage:"):
+        assert word in result.output
+    if file == "travel-booking.yaml":
+        assert "paths:          5 with loops unrolled 0x; 14 with loops unrolled 1x" in result.output
+        assert "TODO" not in result.output
+
+
+def test_check_fails_on_structure_and_optionally_on_todo(cli: typer.Typer, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.mmd"
+    bad.write_text("flowchart TD\n S([Start]) --> A[Ask] --> B[Think]\n A --> E([Done])\n")
+    result = CliRunner().invoke(cli, ["flowchart", "check", str(bad)])
+    assert result.exit_code == 1
+    assert "ERROR   node `B`: a dead end" in result.stdout
+    assert result.stderr.count("\n") == 1 and "structural problem(s)" in result.stderr
+    todo = CliRunner().invoke(cli, ["flowchart", "check", str(WORKFLOWS / "password-reset.mmd"), "--strict"])
+    assert todo.exit_code == 1 and "TODO item(s)" in todo.stderr
+
+
+def test_check_bad_file_is_one_line_exit_2(cli: typer.Typer, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("nodes: [1, 2\n")
+    result = CliRunner().invoke(cli, ["flowchart", "check", str(bad)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: `") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.output
+    missing = CliRunner().invoke(cli, ["flowchart", "check", str(tmp_path / "nope.dot")])
+    assert missing.exit_code == 2 and "cannot read" in missing.stderr
+
+
+def test_convert_round_trips_through_yaml(cli: typer.Typer, tmp_path: Path) -> None:
+    for file in ("password-reset.mmd", "refund-request.dot", "travel-booking.yaml"):
+        out = tmp_path / (Path(file).stem + ".yaml")
+        result = CliRunner().invoke(
+            cli, ["flowchart", "convert", str(WORKFLOWS / file), "--to", "yaml", "--out", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        original = load_flowchart(WORKFLOWS / file)
+        converted = load_flowchart(out)
+        assert converted == original and converted.digest() == original.digest()
+    printed = CliRunner().invoke(cli, ["flowchart", "convert", str(WORKFLOWS / "refund-request.dot")])
+    assert printed.exit_code == 0 and loads_yaml(printed.stdout) == load_flowchart(
+        WORKFLOWS / "refund-request.dot"
+    )
+    wrong = CliRunner().invoke(
+        cli, ["flowchart", "convert", str(WORKFLOWS / "refund-request.dot"), "--to", "json"]
+    )
+    assert wrong.exit_code == 2 and "only target is `yaml`" in wrong.stderr
