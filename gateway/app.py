@@ -79,6 +79,10 @@ def create_app(settings: Settings) -> FastAPI:
 
         upstreams = Upstreams(settings)
         await upstreams.start()
+        from gateway.rungs import Rungs
+
+        rungs = Rungs.from_settings(settings, engine, prices)
+        await rungs.start()
         service = ChatService(
             settings,
             upstreams,
@@ -89,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
             SpendTracker(link),
             metrics,
             spend_seed=lambda key_id: month_spend(engine, key_id),
+            rungs=rungs,
         )
         app.state.tg = AppState(
             settings=settings,
@@ -103,6 +108,8 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await service.drain()
+            await rungs.stop()
             await ledger.stop()
             log.info("ledger flushed: %d records written this run", ledger.written)
             await upstreams.close()

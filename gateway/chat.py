@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import os
+import random
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ from gateway.ratelimit import RateLimiter, SpendTracker
 from gateway.settings import Settings
 from gateway.tokens import count_prompt_tokens, count_text
 from gateway.upstream import Upstreams
+from router import CascadeVerdict, check_cascade, compare_answers
 
 log = logging.getLogger("tiergate.chat")
 
@@ -49,6 +51,59 @@ class ChatResult:
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
     status: int = 200
+
+
+JUDGE_RUBRIC = """You grade whether answer B is as good as answer A for the user's request.
+As good means: it reaches the same outcome, states no wrong facts, and needs no follow-up that A avoids.
+Style and length do not matter. Reply with exactly one word: YES or NO.
+
+Request:
+{question}
+
+Answer A:
+{a}
+
+Answer B:
+{b}
+"""
+
+
+@dataclass
+class Plan:
+    """What this request will send where, after trimming and routing."""
+
+    model: str
+    body: dict[str, Any]
+    client_body: dict[str, Any]
+    cascade: bool = False
+    removed_tokens: int = 0
+    runtime: Any = None
+
+
+def sse_from_completion(parsed: Mapping[str, Any], include_usage: bool) -> list[bytes]:
+    """A complete answer as OpenAI stream chunks: one delta per choice, then usage if asked, then [DONE]."""
+    base = {"id": parsed.get("id"), "object": "chat.completion.chunk", "created": parsed.get("created"),
+            "model": parsed.get("model")}
+    out = []
+    for choice in parsed.get("choices") or ():
+        msg = dict(choice.get("message") or {})
+        delta: dict[str, Any] = {"role": "assistant", "content": msg.get("content")}
+        if msg.get("tool_calls"):
+            delta["tool_calls"] = [{**tc, "index": i} for i, tc in enumerate(msg["tool_calls"])]
+        chunk = {**base, "choices": [{"index": choice.get("index", 0), "delta": delta, "finish_reason": None}]}
+        out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        end = {**base, "choices": [{"index": choice.get("index", 0), "delta": {},
+                                    "finish_reason": choice.get("finish_reason") or "stop"}]}
+        out.append(b"data: " + orjson.dumps(end) + b"\n\n")
+    if include_usage and parsed.get("usage"):
+        out.append(b"data: " + orjson.dumps({**base, "choices": [], "usage": parsed["usage"]}) + b"\n\n")
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
+async def _replay(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
 
 
 @dataclass
@@ -177,6 +232,7 @@ class ChatService:
         spend: SpendTracker,
         metrics: Metrics,
         spend_seed: Any,
+        rungs: Any = None,
     ):
         self.settings = settings
         self.upstreams = upstreams
@@ -187,6 +243,13 @@ class ChatService:
         self.spend = spend
         self.metrics = metrics
         self._spend_seed = spend_seed  # callable(key_id) -> month-to-date USD from the ledger
+        self.rungs = rungs  # gateway.rungs.Rungs, or None when no workflow has rung settings
+        self._shadows: set[asyncio.Task[None]] = set()
+
+    async def drain(self) -> None:
+        """Let shadow calls in flight finish, so their ledger records and labels are not lost."""
+        if self._shadows:
+            await asyncio.gather(*self._shadows, return_exceptions=True)
 
     # ------------------------------------------------------------------ identity
 
@@ -246,7 +309,8 @@ class ChatService:
         ts = time.time()
         body = parse_body(raw)
         requested = body["model"]
-        if self.settings.model(requested) is None:
+        requested_cfg = self.settings.model(requested)
+        if requested_cfg is None:
             names = ", ".join(m.name for m in self.settings.models) or "none"
             raise ModelNotFound(
                 f"The model `{requested}` does not exist in this gateway's config; configured models: {names}.",
@@ -272,41 +336,171 @@ class ChatService:
             config_hash=self.settings.digest or None,
             workflow_source=ident.workflow_source,
         )
+        plan = self._plan(body, headers, ident, record, requested_cfg.upstream)
         out_headers = {
             "X-Tiergate-Workflow": ident.workflow,
             "X-Tiergate-Conversation": ident.conversation,
-            "X-Tiergate-Tier": record.tier,
             "X-Request-Id": record.id,
         }
-        if record.stream:
-            return await self._stream(body, record, ident, out_headers, t0)
         try:
-            done = await self.upstreams.complete(requested, body)
+            if plan.cascade:
+                done = await self._cascade(plan, record)
+                if done is None:  # escalated while streaming: the frontier streams
+                    return await self._stream(plan, record, ident, out_headers, t0)
+            elif record.stream:
+                return await self._stream(plan, record, ident, out_headers, t0)
+            else:
+                done = await self.upstreams.complete(plan.model, plan.body)
         except GatewayError as exc:
             self._finish_error(record, exc, t0)
             raise
         record.served_model = done.model.name
-        record.attempts = done.attempts
+        record.attempts += done.attempts - 1
         record.ttfb_ms = (time.perf_counter() - t0) * 1000
         reply = reply_message(done.parsed)
-        self._account(record, body, usage_of(done.parsed), lambda: content_text(reply.get("content")))
+        self._account(record, plan, usage_of(done.parsed), reply)
         await self.conversations.remember(continuation_key(ident.hashes, reply), ident.conversation, ident.turn)
+        self._after(plan, record, done.parsed, reply)
         self._finish(record, t0)
         out_headers["X-Tiergate-Model"] = done.model.name
+        out_headers["X-Tiergate-Tier"] = record.tier
+        if record.stream:  # a cascade's cheap answer passed its checks: replay it as a stream
+            wants_usage = bool((plan.client_body.get("stream_options") or {}).get("include_usage"))
+            return ChatResult(headers=out_headers, stream=_replay(sse_from_completion(done.parsed, wants_usage)))
         return ChatResult(headers=out_headers, body=done.body)
 
+    # ------------------------------------------------------------------ rungs 1 and 2
+
+    def _plan(
+        self, body: dict[str, Any], headers: Mapping[str, str], ident: Identity, record: Record, count_model: str
+    ) -> Plan:
+        """Trim, then route: which model gets which body. Pure policy calls; no I/O."""
+        plan = Plan(model=record.requested_model, body=body, client_body=body)
+        rt = self.rungs.runtime(ident.workflow) if self.rungs is not None else None
+        if rt is None:
+            return plan
+        plan.runtime = rt
+        if headers.get("x-tiergate-trim", "").lower() != "off":
+            trimmed = rt.trim(body, ident.conversation, count_model)
+            plan.body = trimmed.body
+            plan.removed_tokens = trimmed.removed_tokens
+            if trimmed.dropped:
+                record.tools_dropped = len(trimmed.dropped)
+        decided = rt.decide(plan.body)
+        if decided is None:
+            return plan
+        decision, features = decided
+        record.route_reason = decision.reason[:200]
+        if decision.tier == "routed" and self.settings.model(decision.model) is not None:
+            plan.model = decision.model
+            record.tier = "routed"
+            plan.body, demos = rt.with_demonstrations(plan.body, features)
+            if demos:
+                record.route_reason = f"{decision.reason}; {demos} demonstrations"[:200]
+            policy = rt.policy
+            plan.cascade = decision.cascade or bool(policy and policy.demonstrations > 0 and policy.escalate)
+        return plan
+
+    async def _cascade(self, plan: Plan, record: Record) -> Any:
+        """Cheap model first; its answer is checked and escalated to the requested model if it fails."""
+        cheap_body = {k: v for k, v in plan.body.items() if k not in ("stream", "stream_options")}
+        verdict: CascadeVerdict
+        try:
+            cheap = await self.upstreams.complete(plan.model, cheap_body)
+            verdict = check_cascade(plan.body, cheap.parsed)
+            record.attempts = cheap.attempts
+        except GatewayError as exc:
+            cheap, verdict = None, CascadeVerdict(False, "cheap_error", exc.message)
+        if verdict.ok:
+            return cheap
+        if cheap is not None:  # the failed cheap answer was paid for; it counts in this request's cost
+            usage = usage_of(cheap.parsed)
+            if usage is None:
+                usage = self._estimate(cheap.model.name, plan.body, reply_message(cheap.parsed))
+            record.cost_usd += self.prices.cost(cheap.model.name, prompt=usage[0], completion=usage[1], cached=usage[2])
+        record.tier = "frontier"
+        record.route_reason = f"cascade escalated: {verdict.failed_check} ({verdict.detail})"[:200]
+        plan.model = record.requested_model
+        plan.body = {**plan.body, "messages": plan.client_body["messages"]} if plan.removed_tokens == 0 else plan.body
+        plan.cascade = False
+        if record.stream:
+            return None
+        done = await self.upstreams.complete(plan.model, plan.body)
+        done.attempts += record.attempts
+        return done
+
+    def _after(self, plan: Plan, record: Record, response: Mapping[str, Any], reply: Mapping[str, Any]) -> None:
+        """Learning from a frontier answer: a sampled shadow call to the cheap model, a logged exchange."""
+        rt = plan.runtime
+        if rt is None or record.tier != "frontier" or record.status >= 400 or rt.policy is None:
+            return
+        if rt.keeps_exchanges:
+            self.rungs.save_exchange(rt.name, record.id, plan.body, reply)
+        if rt.learns and random.random() < rt.policy.shadow_share:
+            task = asyncio.get_running_loop().create_task(self._shadow(rt, plan.body, dict(response), record))
+            self._shadows.add(task)
+            task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(self, rt: Any, body: dict[str, Any], frontier: dict[str, Any], parent: Record) -> None:
+        """The price of learning: the cheap model answers too, off the request path, and is labelled."""
+        cheap_name = rt.policy.cheap
+        t0 = time.perf_counter()
+        rec = Record(
+            id=os.urandom(16).hex(), ts=time.time(), workflow=parent.workflow, conversation=parent.conversation,
+            turn=parent.turn, key_id=parent.key_id, requested_model=cheap_name, served_model=cheap_name,
+            tier="shadow", stream=False, prompt_fingerprint=parent.prompt_fingerprint, config_hash=parent.config_hash,
+            route_reason=f"shadow of {parent.id}", workflow_source=parent.workflow_source,
+        )
+        sbody = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        try:
+            done = await self.upstreams.complete(cheap_name, sbody)
+        except GatewayError as exc:
+            self._finish_error(rec, exc, t0)
+            return
+        rec.attempts = done.attempts
+        rec.ttfb_ms = (time.perf_counter() - t0) * 1000
+        reply = reply_message(done.parsed)
+        self._account(rec, Plan(model=cheap_name, body=sbody, client_body=sbody), usage_of(done.parsed), reply)
+        rec.baseline_cost_usd = 0.0  # nobody asked for this call: all of it is the price of learning
+        label = compare_answers(frontier, done.parsed, body)
+        good, how = label.good, label.how
+        if good is None and rt.judge:
+            good = await self._judge(rt.judge, body, frontier, done.parsed)
+            how = f"judge {rt.judge}"
+        if good is not None:
+            self.rungs.save_label(rt.name, parent.id, body, good, how)
+        self._finish(rec, t0)
+
+    async def _judge(self, judge: str, body: Mapping[str, Any], a: Mapping[str, Any], b: Mapping[str, Any]) -> bool | None:
+        question = next((content_text(m.get("content")) for m in reversed(body["messages"]) if m.get("role") == "user"), "")
+        prompt = JUDGE_RUBRIC.format(
+            question=question[:4000],
+            a=content_text(reply_message(a).get("content"))[:4000],
+            b=content_text(reply_message(b).get("content"))[:4000],
+        )
+        try:
+            done = await self.upstreams.complete(
+                judge, {"model": judge, "temperature": 0, "max_tokens": 3, "messages": [{"role": "user", "content": prompt}]}
+            )
+        except GatewayError as exc:
+            log.warning("judge %s failed: %s; shadow sample dropped", judge, exc.message)
+            return None
+        verdict = content_text(reply_message(done.parsed).get("content")).strip().upper()
+        return True if verdict.startswith("YES") else False if verdict.startswith("NO") else None
+
     async def _stream(
-        self, body: dict[str, Any], record: Record, ident: Identity, out_headers: dict[str, str], t0: float
+        self, plan: Plan, record: Record, ident: Identity, out_headers: dict[str, str], t0: float
     ) -> ChatResult:
         try:
-            opened = await self.upstreams.open_stream(record.requested_model, body)
+            opened = await self.upstreams.open_stream(plan.model, plan.body)
         except GatewayError as exc:
             self._finish_error(record, exc, t0)
             raise
         record.served_model = opened.model.name
-        record.attempts = opened.attempts
+        record.attempts += opened.attempts - 1
         out_headers["X-Tiergate-Model"] = opened.model.name
-        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        out_headers["X-Tiergate-Tier"] = record.tier
+        wants_usage = bool((plan.client_body.get("stream_options") or {}).get("include_usage"))
         acc = StreamAccumulator(wants_usage)
 
         async def relay() -> AsyncIterator[bytes]:
@@ -323,8 +517,7 @@ class ChatService:
                         yield line
                 finished = True
             except GatewayError as exc:
-                record.status = 200  # headers were sent: the client saw a 200 and a cut stream
-                record.error_type = exc.error_type
+                record.error_type = exc.error_type  # headers went out as 200: the client sees a cut stream
                 log.warning("stream from %s broke: %s", opened.model.name, exc.message)
                 yield b"data: " + exc.render() + b"\n\n"
             finally:
@@ -333,31 +526,45 @@ class ChatService:
                 if opened.close is not None and not finished:
                     opened.close()  # drop the upstream connection: stops the generation we won't read
                 reply = acc.reply()
-                self._account(record, body, acc.usage, lambda: content_text(reply.get("content")) + "".join(
-                    tc["function"]["arguments"] for tc in reply.get("tool_calls", ())
-                ))
+                self._account(record, plan, acc.usage, reply)
                 if finished:
                     await self.conversations.remember(
                         continuation_key(ident.hashes, reply), ident.conversation, ident.turn
                     )
+                    self._after(plan, record, {"choices": [{"index": 0, "message": reply}]}, reply)
                 self._finish(record, t0)
 
         return ChatResult(headers=out_headers, stream=relay())
 
     # ------------------------------------------------------------------ accounting
 
-    def _account(self, record: Record, body: dict[str, Any], usage: tuple[int, int, int] | None, reply_text: Any) -> None:
+    def _estimate(self, model_name: str, body: Mapping[str, Any], reply: Mapping[str, Any]) -> tuple[int, int, int]:
+        upstream = (self.settings.model(model_name) or self.settings.models[0]).upstream
+        text = content_text(reply.get("content")) + "".join(
+            (tc.get("function") or {}).get("arguments", "") for tc in reply.get("tool_calls") or ()
+        )
+        return count_prompt_tokens(upstream, body["messages"], body.get("tools")), count_text(upstream, text), 0
+
+    def _account(
+        self, record: Record, plan: Plan, usage: tuple[int, int, int] | None, reply: Mapping[str, Any]
+    ) -> None:
+        served = record.served_model or plan.model
         if usage is None:
-            model_for_count = (self.settings.model(record.served_model or record.requested_model) or self.settings.models[0]).upstream
-            prompt = count_prompt_tokens(model_for_count, body["messages"], body.get("tools"))
-            completion = count_text(model_for_count, reply_text())
-            usage = (prompt, completion, 0)
+            usage = self._estimate(served, plan.body, reply)
             record.tokens_estimated = True
+        prompt, completion, cached = usage
         record.prompt_tokens, record.completion_tokens, record.cached_tokens = usage
-        served = record.served_model or record.requested_model
-        kw = {"prompt": usage[0], "completion": usage[1], "cached": usage[2]}
-        record.cost_usd = self.prices.cost(served, **kw)
-        record.baseline_cost_usd = self.prices.cost(record.requested_model, **kw)
+        record.cost_usd += self.prices.cost(served, prompt=prompt, completion=completion, cached=cached)
+        before = prompt + plan.removed_tokens
+        # the baseline is what the client would have paid without tiergate: requested model, untrimmed prompt
+        record.baseline_cost_usd = self.prices.cost(record.requested_model, prompt=before, completion=completion, cached=cached)
+        if plan.removed_tokens:
+            record.prompt_tokens_before_trim = before
+            record.trim_saved_usd = plan.removed_tokens * self.prices.rate(served).input
+        calls = reply.get("tool_calls") or ()
+        if calls:
+            names = [(c.get("function") or {}).get("name") or "" for c in calls]
+            record.tools_called = ",".join(n for n in names if n)[:2000] or None
 
     def _finish_error(self, record: Record, exc: GatewayError, t0: float) -> None:
         record.status = exc.status

@@ -50,6 +50,9 @@ class Record:
     config_hash: str | None = None
     route_reason: str | None = None
     prompt_tokens_before_trim: int | None = None
+    tools_called: str | None = None
+    tools_dropped: int | None = None
+    trim_saved_usd: float | None = None
     workflow_source: str = dataclasses.field(default="fingerprint", repr=False)
 
     def row(self) -> dict[str, object]:

@@ -34,6 +34,9 @@ requests = Table(
     Column("config_hash", String(16)),
     Column("route_reason", String(200)),
     Column("prompt_tokens_before_trim", Integer),
+    Column("tools_called", Text, doc="comma-separated tool names the reply called"),
+    Column("tools_dropped", Integer, doc="tool schemas trimming removed from the request"),
+    Column("trim_saved_usd", Float, doc="input cost of what trimming removed, at the served model's price"),
     Index("ix_requests_workflow_ts", "workflow", "ts"),
     Index("ix_requests_conversation", "conversation"),
     Index("ix_requests_key_ts", "key_id", "ts"),
@@ -61,4 +64,28 @@ api_keys = Table(
     Column("created", Float, nullable=False),
     Column("revoked", Float),
     Column("note", Text),
+)
+
+route_labels = Table(
+    "route_labels",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("ts", Float, nullable=False),
+    Column("workflow", String(200), nullable=False),
+    Column("request_id", String(32), nullable=False),
+    Column("request", Text, nullable=False, doc="JSON: the recent messages and tool names the features need"),
+    Column("good", Boolean, nullable=False, doc="the cheap model's shadow answer was as good as the frontier's"),
+    Column("how", String(200), nullable=False),
+    Index("ix_route_labels_workflow_ts", "workflow", "ts"),
+)
+
+exchanges = Table(
+    "exchanges",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("ts", Float, nullable=False),
+    Column("workflow", String(200), nullable=False),
+    Column("request", Text, nullable=False, doc="JSON: recent messages of a frontier-served request"),
+    Column("response", Text, nullable=False, doc="JSON: the frontier's reply message"),
+    Index("ix_exchanges_workflow_ts", "workflow", "ts"),
 )

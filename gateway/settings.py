@@ -138,6 +138,20 @@ class Settings(_Strict):
                 if fb not in known:
                     raise ValueError(f"models[{i}].fallbacks: unknown model `{fb}`; list a configured model name")
         for i, w in enumerate(self.workflows):
+            if w.model_extra:
+                from router import PolicyConfigError
+
+                from gateway.rungs import policy_for
+
+                try:
+                    policy, _ = policy_for(w)
+                except PolicyConfigError as exc:
+                    raise ValueError(f"workflows[{i}]: {exc}") from None
+                for key in ("frontier", "cheap"):
+                    val = getattr(policy, key, None) if policy else None
+                    if val is not None and val not in known:
+                        raise ValueError(f"workflows[{i}] (`{w.name}`).route.{key}: unknown model `{val}`; "
+                                         "list a configured model name")
             for key in ("frontier", "cheap"):
                 val = getattr(w, key)
                 if val is not None and val not in known:
@@ -220,8 +234,9 @@ def parse_settings(text: str, source: str) -> Settings:
             msg = "unknown key; check the spelling against configs/tiergate.yaml"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        loc = _loc(tuple(err["loc"]))
-        raise ConfigError(f"{source}: {loc}: {msg}") from None
+        if not err["loc"]:  # a cross-field check: its message names the key itself
+            raise ConfigError(f"{source}: {msg}") from None
+        raise ConfigError(f"{source}: {_loc(tuple(err['loc']))}: {msg}") from None
 
 
 def default_config_text() -> str:
