@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
         from gateway.rungs import Rungs
 
         rungs = Rungs.from_settings(settings, engine, prices)
-        await rungs.start()
+        await rungs.start(settings.server.state_refresh_seconds)
         service = ChatService(
             settings,
             upstreams,

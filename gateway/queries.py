@@ -37,11 +37,19 @@ def _percentiles(engine: Engine, ps: tuple[tuple[int, int], ...]) -> dict[str, d
 
 
 def workflow_summaries(engine: Engine) -> list[dict[str, Any]]:
+    """Per workflow. Shadow calls (the price of learning to route) count in cost, not in requests."""
     ok = R.c.status < 400
+    client = R.c.tier != "shadow"
     stmt = (
         select(
             R.c.workflow,
-            func.count().label("requests"),
+            func.sum(case((client, 1), else_=0)).label("requests"),
+            func.sum(case((R.c.tier == "routed", 1), else_=0)).label("routed_requests"),
+            func.coalesce(func.sum(case((R.c.tier == "shadow", R.c.cost_usd), else_=0.0)), 0.0).label("shadow_cost_usd"),
+            func.coalesce(func.sum(R.c.trim_saved_usd), 0.0).label("trim_savings_usd"),
+            func.coalesce(func.sum(case((client, R.c.prompt_tokens_before_trim - R.c.prompt_tokens), else_=0)), 0).label(
+                "trimmed_prompt_tokens"
+            ),
             func.sum(case((ok, 0), else_=1)).label("errors"),
             func.count(func.distinct(R.c.conversation)).label("conversations"),
             func.coalesce(func.sum(R.c.prompt_tokens), 0).label("prompt_tokens"),
@@ -60,6 +68,8 @@ def workflow_summaries(engine: Engine) -> list[dict[str, Any]]:
     pct = _percentiles(engine, ((1, 2), (19, 20)))
     for r in rows:
         r["savings_usd"] = r["baseline_cost_usd"] - r["cost_usd"]
+        # what is not trimming's is routing's (the shadow calls that pay for the learning included)
+        r["routing_savings_usd"] = r["savings_usd"] - r["trim_savings_usd"]
         r["p50_latency_ms"] = pct.get(r["workflow"], {}).get(0.5)
         r["p95_latency_ms"] = pct.get(r["workflow"], {}).get(0.95)
         r["id"] = r["workflow"]

@@ -108,6 +108,9 @@ class ServerConfig(_Strict):
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    state_refresh_seconds: float = Field(
+        default=5.0, gt=0, description="how often routing/trimming state is rebuilt from the shared store"
+    )
 
 
 class AuthConfig(_Strict):

@@ -85,13 +85,17 @@ def build_app(name: str) -> Starlette:
         model = body.get("model")
         if not body.get("stream"):
             msg: dict[str, Any] = {"role": "assistant", "content": content}
+            logprobs = None
+            if step.get("logprobs") is not None:
+                logprobs = {"content": [{"token": f"t{i}", "logprob": lp, "bytes": None, "top_logprobs": []}
+                                        for i, lp in enumerate(step["logprobs"])]}
             if calls:
                 msg["tool_calls"] = calls
             n = int(body.get("n") or 1)
             out: dict[str, Any] = {
                 "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
                 "choices": [{"index": i, "message": msg, "finish_reason": "tool_calls" if calls else "stop",
-                             "logprobs": None} for i in range(n)],
+                             "logprobs": logprobs} for i in range(n)],
             }
             if not step.get("no_usage"):
                 out["usage"] = usage
