@@ -34,6 +34,7 @@ from gateway.ledger import LedgerWriter, Record
 from gateway.metrics import Metrics
 from gateway.pricing import PriceBook
 from gateway.ratelimit import RateLimiter, SpendTracker
+from gateway.rungs import stage_of
 from gateway.settings import Settings
 from gateway.tokens import count_prompt_tokens, count_text
 from gateway.upstream import Upstreams
@@ -380,6 +381,8 @@ class ChatService:
         if rt is None:
             return plan
         plan.runtime = rt
+        if rt.trim_config is not None:
+            record.stage = stage_of(body["messages"])
         if headers.get("x-tiergate-trim", "").lower() != "off":
             trimmed = rt.trim(body, ident.conversation, count_model)
             plan.body = trimmed.body

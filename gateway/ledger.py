@@ -53,6 +53,7 @@ class Record:
     tools_called: str | None = None
     tools_dropped: int | None = None
     trim_saved_usd: float | None = None
+    stage: str | None = None
     workflow_source: str = dataclasses.field(default="fingerprint", repr=False)
 
     def row(self) -> dict[str, object]:

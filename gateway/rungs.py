@@ -58,7 +58,7 @@ from router import (
 )
 
 log = logging.getLogger("tiergate.rungs")
-TRIM_KEYS = frozenset({"tools", "min_requests", "window", "holdout", "keep", "preloads", "min_chars"})
+TRIM_KEYS = frozenset({"tools", "min_requests", "window", "holdout", "keep", "preloads", "min_chars", "by_stage"})
 RECENT = 6  # messages kept with a label or an exchange: what RequestFeatures looks at, with margin
 
 
@@ -71,6 +71,7 @@ class TrimConfig:
     keep: frozenset[str] = frozenset()
     preloads: bool = True
     min_chars: int = 1000
+    by_stage: bool = True  # count tool calls per conversation stage (see stage_of), not per workflow
 
     @classmethod
     def from_config(cls, workflow: str, section: Any) -> TrimConfig:
@@ -97,6 +98,7 @@ class TrimConfig:
             keep=frozenset(keep),
             preloads=bool(section.get("preloads", True)),
             min_chars=int(section.get("min_chars", 1000)),
+            by_stage=bool(section.get("by_stage", True)),
         )
 
 
@@ -133,7 +135,9 @@ class WorkflowRuntime:
     policy: RoutePolicy | None
     trim_config: TrimConfig | None
     judge: str | None = None
-    usage: ToolUsage = field(default_factory=ToolUsage)
+    # tool calls counted per conversation stage: an agent that calls tools on the opening turn and
+    # none on follow-ups can send follow-ups without the schemas (bench/trim: 75% -> 8x% cut)
+    usage: dict[str, ToolUsage] = field(default_factory=dict)
     learned: LearnedRouter | None = None
     bank: DemonstrationBank | None = None
     labels_fitted: int = 0
@@ -156,7 +160,7 @@ class WorkflowRuntime:
         if cfg.tools and isinstance(body.get("tools"), list) and body["tools"]:
             result = trim_tools(
                 body["tools"],
-                self.usage,
+                self.usage.get(stage_of(body["messages"]) if cfg.by_stage else "all", ToolUsage()),
                 tools_called(body["messages"]),
                 keep=cfg.keep,
                 min_requests=cfg.min_requests,
@@ -164,8 +168,11 @@ class WorkflowRuntime:
                 tool_choice=body.get("tool_choice"),
             )
             dropped, reason = result.dropped, result.reason
-            if dropped:
+            if dropped and result.tools:
                 out["tools"] = list(result.tools)
+            elif dropped:  # nothing left to offer: a tool_choice without tools is an error upstream
+                for key in ("tools", "tool_choice", "parallel_tool_calls"):
+                    out.pop(key, None)
         blocks = 0
         if cfg.preloads:
             pre = dedupe_preloads(body["messages"], min_chars=cfg.min_chars)
@@ -211,6 +218,25 @@ class WorkflowRuntime:
         return {**body, "messages": messages}, len(demos)
 
 
+def stage_of(messages: Any) -> str:
+    """Where a request stands in its conversation: opening or later user turn, and tool calls since it.
+
+    Procedures call their tools in a stable order (look the customer up, then the order, then act), so
+    counting calls per stage lets a request carry only the tools ever called at that point. A stage
+    with too few requests is not trimmed, and holdout traffic restores a tool a stage starts to need.
+    """
+    users = 0
+    calls = 0
+    for m in messages:
+        role = m.get("role")
+        if role == "user":
+            users += 1
+            calls = 0
+        elif role == "assistant":
+            calls += len(m.get("tool_calls") or ())
+    return f"{'first' if users <= 1 else 'later'}:{min(calls, 5)}"
+
+
 def recent_request(body: Mapping[str, Any]) -> str:
     """What a label or an exchange keeps of a request: the recent messages and the tool names."""
     tools = [{"type": "function", "function": {"name": n}} for n in sorted(_tool_names(body))]
@@ -251,6 +277,11 @@ class Rungs:
     # ------------------------------------------------------------------ background state
 
     async def start(self, interval: float = 2.0) -> None:
+        if any(rt.learns for rt in self._runtimes.values()):
+            # scikit-learn takes seconds to import on a busy host; pay that before serving, not mid-refresh
+            import importlib
+
+            await asyncio.to_thread(importlib.import_module, "sklearn.linear_model")
         if self._runtimes:
             await asyncio.to_thread(self.refresh_sync)
             self._task = asyncio.create_task(self._loop(interval), name="rungs-refresh")
@@ -276,26 +307,30 @@ class Rungs:
     def refresh_sync(self) -> None:
         for rt in self._runtimes.values():
             if rt.trim_config is not None and rt.trim_config.tools:
-                rt.usage = self._tool_usage(rt.name, rt.trim_config.window)
+                rt.usage = self._tool_usage(rt.name, rt.trim_config.window, rt.trim_config.by_stage)
             if rt.learns:
                 self._refit(rt)
             if rt.keeps_exchanges:
                 self._reload_bank(rt)
 
-    def _tool_usage(self, workflow: str, window: int) -> ToolUsage:
-        """Calls per tool over the workflow's last `window` answered requests (shadow calls excluded)."""
+    def _tool_usage(self, workflow: str, window: int, by_stage: bool) -> dict[str, ToolUsage]:
+        """Calls per tool and stage over the workflow's last `window` answered requests (no shadow calls)."""
         with self._engine.connect() as conn:
             rows = conn.execute(
-                select(R.c.tools_called)
+                select(R.c.stage, R.c.tools_called)
                 .where(R.c.workflow == workflow, R.c.tier != "shadow", R.c.status < 400)
                 .order_by(R.c.ts.desc())
                 .limit(window)
             ).all()
-        calls: Counter[str] = Counter()
-        for (called,) in rows:
+        seen: Counter[str] = Counter()
+        calls: dict[str, Counter[str]] = {}
+        for stage, called in rows:
+            stage = (stage or "first:0") if by_stage else "all"
+            seen[stage] += 1
+            bucket = calls.setdefault(stage, Counter())
             if called:
-                calls.update(called.split(","))
-        return ToolUsage(requests_seen=len(rows), calls=dict(calls))
+                bucket.update(called.split(","))
+        return {s: ToolUsage(requests_seen=seen[s], calls=dict(calls.get(s, {}))) for s in seen}
 
     def _refit(self, rt: WorkflowRuntime) -> None:
         assert rt.policy is not None
@@ -319,7 +354,10 @@ class Rungs:
         costs = RouteCosts(cheap=cheap_rate.input + cheap_rate.output or 1.0,
                            frontier=frontier_rate.input + frontier_rate.output or 10.0)
         scores = out_of_fold_scores(feats, labels, folds=min(5, max(2, min(labels.count(True), labels.count(False)))))
-        cal = calibrate_threshold(scores, [1.0 if x else 0.0 for x in labels], rt.policy.target_retention, costs)
+        cal = calibrate_threshold(
+            scores, [1.0 if x else 0.0 for x in labels], rt.policy.target_retention, costs,
+            confidence=rt.policy.confidence,
+        )
         rt.learned = LearnedRouter.fit(feats, labels).with_threshold(cal.threshold)
         rt.labels_fitted = len(labels)
         log.info(

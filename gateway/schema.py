@@ -37,6 +37,7 @@ requests = Table(
     Column("tools_called", Text, doc="comma-separated tool names the reply called"),
     Column("tools_dropped", Integer, doc="tool schemas trimming removed from the request"),
     Column("trim_saved_usd", Float, doc="input cost of what trimming removed, at the served model's price"),
+    Column("stage", String(16), doc="`first` on a conversation's opening user turn, `later` after it"),
     Index("ix_requests_workflow_ts", "workflow", "ts"),
     Index("ix_requests_conversation", "conversation"),
     Index("ix_requests_key_ts", "key_id", "ts"),

@@ -22,8 +22,9 @@ Routing::
   not ok. `compare_answers(frontier_response, cheap_response, request, verdict=None) -> ShadowLabel`.
 - `LearnedRouter.fit(features, labels)`, `.score(features)`, `.with_threshold(t)`, `.to_bytes()` /
   `LearnedRouter.from_bytes(blob)`; `out_of_fold_scores(...)` and `calibrate_threshold(scores,
-  cheap_quality, target_retention, RouteCosts(...)) -> Calibration(threshold, expected_retention,
-  cheap_share, ...)` set the threshold from the one knob, the quality retention.
+  cheap_quality, target_retention, RouteCosts(...), confidence=None) -> Calibration(threshold,
+  expected_retention, cheap_share, ...)` set the threshold from the one knob, the quality retention
+  (on its point estimate, or on a one-sided lower bound with `confidence`, e.g. `policy.confidence`).
 - `DemonstrationBank.build(exchanges)` and `nearest_demonstrations(features, bank, k)` for
   inference-time distillation.
 

@@ -168,7 +168,7 @@ def test_shadow_labels_train_the_learned_router(start_gateway, upstreams):
 
 
 def test_trimming_drops_unused_tools_keeps_needed_ones_and_restores_a_new_one(start_gateway, upstreams):
-    gw = start_gateway(workflow("shop", trim={"min_requests": 4, "holdout": 0.5, "keep": ["escalate"]}))
+    gw = start_gateway(workflow("shop", trim={"min_requests": 4, "holdout": 0.5, "keep": ["escalate"], "by_stage": False}))
     holdout = [f"conv-h{i}" for i in range(50) if in_holdout(f"conv-h{i}", 0.5)]
     regular = [f"conv-r{i}" for i in range(50) if not in_holdout(f"conv-r{i}", 0.5)]
     for i in range(4):
@@ -214,6 +214,41 @@ def test_trimming_drops_unused_tools_keeps_needed_ones_and_restores_a_new_one(st
     assert trimmed[0]["tools_dropped"] == 4
     summary = {d["workflow"]: d for d in httpx.get(f"{gw.url}/api/workflows").json()["data"]}["shop"]
     assert summary["trim_savings_usd"] > 0 and summary["trimmed_prompt_tokens"] > 0
+
+
+def test_trimming_by_stage_sends_follow_up_turns_fewer_tools(start_gateway, upstreams):
+    """Tools are called on the opening turn only: follow-up turns go out with none but the kept ones."""
+    gw = start_gateway(workflow("stages", trim={"min_requests": 3, "holdout": 0.0, "keep": ["escalate"]}))
+
+    def conversation(i: int) -> list[list[str]]:
+        tool = "lookup_order" if i % 2 == 0 else "track_parcel"
+        upstreams["frontier"].script({"tool_calls": [{"name": tool, "arguments": {"id": str(i)}}]}, {}, {})
+        messages = [{"role": "user", "content": f"where is order {i}"}]
+        offered = []
+        for follow_up in (None, None, "thanks, and the refund policy?"):
+            if follow_up:
+                messages.append({"role": "user", "content": follow_up})
+            raw = client(gw).chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=messages, tools=TOOLS, extra_headers={"X-Tiergate-Workflow": "stages"})
+            offered.append([t["function"]["name"] for t in upstreams["frontier"].log()[-1]["body"].get("tools", [])])
+            msg = raw.parse().choices[0].message
+            if msg.tool_calls:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [tc.model_dump() for tc in msg.tool_calls]})
+                messages.append({"role": "tool", "tool_call_id": msg.tool_calls[0].id, "content": "{}"})
+            else:
+                messages.append({"role": "assistant", "content": msg.content})
+        return offered
+
+    for i in range(3):
+        assert all(len(o) == 6 for o in conversation(i))  # warming up: every stage untrimmed
+    time.sleep(1.0)
+    offered = wait_for(lambda: (lambda o: o if len(o[-1]) < 6 else None)(conversation(10)), what="stage trimming")
+    # the opening turn keeps every tool some conversation opened with; once this conversation has
+    # called its tool, the other conversations' opening tool is no longer sent
+    assert offered == [["lookup_order", "escalate", "track_parcel"], ["lookup_order", "escalate"],
+                       ["lookup_order", "escalate"]]
+    stages = [r["stage"] for r in gw.records()][:3]
+    assert stages == ["first:0", "first:1", "later:0"]
 
 
 def test_repeated_preloads_are_sent_once(start_gateway, upstreams):

@@ -18,6 +18,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("tools_called", sa.Text))
         batch.add_column(sa.Column("tools_dropped", sa.Integer))
         batch.add_column(sa.Column("trim_saved_usd", sa.Float))
+        batch.add_column(sa.Column("stage", sa.String(16)))
     op.create_table(
         "route_labels",
         sa.Column("id", sa.String(32), primary_key=True),
@@ -46,6 +47,7 @@ def downgrade() -> None:
     op.drop_index("ix_route_labels_workflow_ts", "route_labels")
     op.drop_table("route_labels")
     with op.batch_alter_table("requests") as batch:
+        batch.drop_column("stage")
         batch.drop_column("trim_saved_usd")
         batch.drop_column("tools_dropped")
         batch.drop_column("tools_called")
