@@ -1,7 +1,7 @@
 """The app factory: `create_app(settings)` wires middleware, lifespan and routers; nothing runs at import.
 
-    app = create_app(load_settings("configs/tiergate.yaml"))
-    uvicorn.run(app, host="127.0.0.1", port=8080)
+app = create_app(load_settings("configs/tiergate.yaml"))
+uvicorn.run(app, host="127.0.0.1", port=8080)
 """
 
 from __future__ import annotations

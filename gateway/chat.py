@@ -83,18 +83,33 @@ class Plan:
 
 def sse_from_completion(parsed: Mapping[str, Any], include_usage: bool) -> list[bytes]:
     """A complete answer as OpenAI stream chunks: one delta per choice, then usage if asked, then [DONE]."""
-    base = {"id": parsed.get("id"), "object": "chat.completion.chunk", "created": parsed.get("created"),
-            "model": parsed.get("model")}
+    base = {
+        "id": parsed.get("id"),
+        "object": "chat.completion.chunk",
+        "created": parsed.get("created"),
+        "model": parsed.get("model"),
+    }
     out = []
     for choice in parsed.get("choices") or ():
         msg = dict(choice.get("message") or {})
         delta: dict[str, Any] = {"role": "assistant", "content": msg.get("content")}
         if msg.get("tool_calls"):
             delta["tool_calls"] = [{**tc, "index": i} for i, tc in enumerate(msg["tool_calls"])]
-        chunk = {**base, "choices": [{"index": choice.get("index", 0), "delta": delta, "finish_reason": None}]}
+        chunk = {
+            **base,
+            "choices": [{"index": choice.get("index", 0), "delta": delta, "finish_reason": None}],
+        }
         out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
-        end = {**base, "choices": [{"index": choice.get("index", 0), "delta": {},
-                                    "finish_reason": choice.get("finish_reason") or "stop"}]}
+        end = {
+            **base,
+            "choices": [
+                {
+                    "index": choice.get("index", 0),
+                    "delta": {},
+                    "finish_reason": choice.get("finish_reason") or "stop",
+                }
+            ],
+        }
         out.append(b"data: " + orjson.dumps(end) + b"\n\n")
     if include_usage and parsed.get("usage"):
         out.append(b"data: " + orjson.dumps({**base, "choices": [], "usage": parsed["usage"]}) + b"\n\n")
@@ -131,14 +146,19 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest("`model` is required and must be a non-empty string.", param="model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("`messages` is required and must be a non-empty array of message objects.", param="messages")
+        raise InvalidRequest(
+            "`messages` is required and must be a non-empty array of message objects.", param="messages"
+        )
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
-            raise InvalidRequest(f"`messages[{i}]` must be an object with `role` and `content`.", param=f"messages[{i}]")
+            raise InvalidRequest(
+                f"`messages[{i}]` must be an object with `role` and `content`.", param=f"messages[{i}]"
+            )
         role = m.get("role")
         if role not in ROLES:
             raise InvalidRequest(
-                f"`messages[{i}].role` is `{role}`; use one of {', '.join(sorted(ROLES))}.", param=f"messages[{i}].role"
+                f"`messages[{i}].role` is `{role}`; use one of {', '.join(sorted(ROLES))}.",
+                param=f"messages[{i}].role",
             )
     if "stream" in body and body["stream"] is not None and not isinstance(body["stream"], bool):
         raise InvalidRequest("`stream` must be a boolean.", param="stream")
@@ -254,7 +274,9 @@ class ChatService:
 
     # ------------------------------------------------------------------ identity
 
-    async def identify(self, body: dict[str, Any], headers: Mapping[str, str], key: KeyInfo | None) -> Identity:
+    async def identify(
+        self, body: dict[str, Any], headers: Mapping[str, str], key: KeyInfo | None
+    ) -> Identity:
         messages = body["messages"]
         auto_name, fingerprint = fingerprint_workflow(messages, body.get("tools"))
         metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
@@ -360,20 +382,29 @@ class ChatService:
         record.ttfb_ms = (time.perf_counter() - t0) * 1000
         reply = reply_message(done.parsed)
         self._account(record, plan, usage_of(done.parsed), reply)
-        await self.conversations.remember(continuation_key(ident.hashes, reply), ident.conversation, ident.turn)
+        await self.conversations.remember(
+            continuation_key(ident.hashes, reply), ident.conversation, ident.turn
+        )
         self._after(plan, record, done.parsed, reply)
         self._finish(record, t0)
         out_headers["X-Tiergate-Model"] = done.model.name
         out_headers["X-Tiergate-Tier"] = record.tier
         if record.stream:  # a cascade's cheap answer passed its checks: replay it as a stream
             wants_usage = bool((plan.client_body.get("stream_options") or {}).get("include_usage"))
-            return ChatResult(headers=out_headers, stream=_replay(sse_from_completion(done.parsed, wants_usage)))
+            return ChatResult(
+                headers=out_headers, stream=_replay(sse_from_completion(done.parsed, wants_usage))
+            )
         return ChatResult(headers=out_headers, body=done.body)
 
     # ------------------------------------------------------------------ rungs 1 and 2
 
     def _plan(
-        self, body: dict[str, Any], headers: Mapping[str, str], ident: Identity, record: Record, count_model: str
+        self,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        ident: Identity,
+        record: Record,
+        count_model: str,
     ) -> Plan:
         """Trim, then route: which model gets which body. Pure policy calls; no I/O."""
         plan = Plan(model=record.requested_model, body=body, client_body=body)
@@ -420,11 +451,15 @@ class ChatService:
             usage = usage_of(cheap.parsed)
             if usage is None:
                 usage = self._estimate(cheap.model.name, plan.body, reply_message(cheap.parsed))
-            record.cost_usd += self.prices.cost(cheap.model.name, prompt=usage[0], completion=usage[1], cached=usage[2])
+            record.cost_usd += self.prices.cost(
+                cheap.model.name, prompt=usage[0], completion=usage[1], cached=usage[2]
+            )
         record.tier = "frontier"
         record.route_reason = f"cascade escalated: {verdict.failed_check} ({verdict.detail})"[:200]
         plan.model = record.requested_model
-        plan.body = {**plan.body, "messages": plan.client_body["messages"]} if plan.removed_tokens == 0 else plan.body
+        plan.body = (
+            {**plan.body, "messages": plan.client_body["messages"]} if plan.removed_tokens == 0 else plan.body
+        )
         plan.cascade = False
         if record.stream:
             return None
@@ -432,7 +467,9 @@ class ChatService:
         done.attempts += record.attempts
         return done
 
-    def _after(self, plan: Plan, record: Record, response: Mapping[str, Any], reply: Mapping[str, Any]) -> None:
+    def _after(
+        self, plan: Plan, record: Record, response: Mapping[str, Any], reply: Mapping[str, Any]
+    ) -> None:
         """Learning from a frontier answer: a sampled shadow call to the cheap model, a logged exchange."""
         rt = plan.runtime
         if rt is None or record.tier != "frontier" or record.status >= 400 or rt.policy is None:
@@ -449,10 +486,20 @@ class ChatService:
         cheap_name = rt.policy.cheap
         t0 = time.perf_counter()
         rec = Record(
-            id=os.urandom(16).hex(), ts=time.time(), workflow=parent.workflow, conversation=parent.conversation,
-            turn=parent.turn, key_id=parent.key_id, requested_model=cheap_name, served_model=cheap_name,
-            tier="shadow", stream=False, prompt_fingerprint=parent.prompt_fingerprint, config_hash=parent.config_hash,
-            route_reason=f"shadow of {parent.id}", workflow_source=parent.workflow_source,
+            id=os.urandom(16).hex(),
+            ts=time.time(),
+            workflow=parent.workflow,
+            conversation=parent.conversation,
+            turn=parent.turn,
+            key_id=parent.key_id,
+            requested_model=cheap_name,
+            served_model=cheap_name,
+            tier="shadow",
+            stream=False,
+            prompt_fingerprint=parent.prompt_fingerprint,
+            config_hash=parent.config_hash,
+            route_reason=f"shadow of {parent.id}",
+            workflow_source=parent.workflow_source,
         )
         sbody = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         try:
@@ -463,7 +510,9 @@ class ChatService:
         rec.attempts = done.attempts
         rec.ttfb_ms = (time.perf_counter() - t0) * 1000
         reply = reply_message(done.parsed)
-        self._account(rec, Plan(model=cheap_name, body=sbody, client_body=sbody), usage_of(done.parsed), reply)
+        self._account(
+            rec, Plan(model=cheap_name, body=sbody, client_body=sbody), usage_of(done.parsed), reply
+        )
         rec.baseline_cost_usd = 0.0  # nobody asked for this call: all of it is the price of learning
         label = compare_answers(frontier, done.parsed, body)
         good, how = label.good, label.how
@@ -474,8 +523,13 @@ class ChatService:
             self.rungs.save_label(rt.name, parent.id, body, good, how)
         self._finish(rec, t0)
 
-    async def _judge(self, judge: str, body: Mapping[str, Any], a: Mapping[str, Any], b: Mapping[str, Any]) -> bool | None:
-        question = next((content_text(m.get("content")) for m in reversed(body["messages"]) if m.get("role") == "user"), "")
+    async def _judge(
+        self, judge: str, body: Mapping[str, Any], a: Mapping[str, Any], b: Mapping[str, Any]
+    ) -> bool | None:
+        question = next(
+            (content_text(m.get("content")) for m in reversed(body["messages"]) if m.get("role") == "user"),
+            "",
+        )
         prompt = JUDGE_RUBRIC.format(
             question=question[:4000],
             a=content_text(reply_message(a).get("content"))[:4000],
@@ -483,7 +537,13 @@ class ChatService:
         )
         try:
             done = await self.upstreams.complete(
-                judge, {"model": judge, "temperature": 0, "max_tokens": 3, "messages": [{"role": "user", "content": prompt}]}
+                judge,
+                {
+                    "model": judge,
+                    "temperature": 0,
+                    "max_tokens": 3,
+                    "messages": [{"role": "user", "content": prompt}],
+                },
             )
         except GatewayError as exc:
             log.warning("judge %s failed: %s; shadow sample dropped", judge, exc.message)
@@ -541,12 +601,18 @@ class ChatService:
 
     # ------------------------------------------------------------------ accounting
 
-    def _estimate(self, model_name: str, body: Mapping[str, Any], reply: Mapping[str, Any]) -> tuple[int, int, int]:
+    def _estimate(
+        self, model_name: str, body: Mapping[str, Any], reply: Mapping[str, Any]
+    ) -> tuple[int, int, int]:
         upstream = (self.settings.model(model_name) or self.settings.models[0]).upstream
         text = content_text(reply.get("content")) + "".join(
             (tc.get("function") or {}).get("arguments", "") for tc in reply.get("tool_calls") or ()
         )
-        return count_prompt_tokens(upstream, body["messages"], body.get("tools")), count_text(upstream, text), 0
+        return (
+            count_prompt_tokens(upstream, body["messages"], body.get("tools")),
+            count_text(upstream, text),
+            0,
+        )
 
     def _account(
         self, record: Record, plan: Plan, usage: tuple[int, int, int] | None, reply: Mapping[str, Any]
@@ -560,7 +626,9 @@ class ChatService:
         record.cost_usd += self.prices.cost(served, prompt=prompt, completion=completion, cached=cached)
         before = prompt + plan.removed_tokens
         # the baseline is what the client would have paid without tiergate: requested model, untrimmed prompt
-        record.baseline_cost_usd = self.prices.cost(record.requested_model, prompt=before, completion=completion, cached=cached)
+        record.baseline_cost_usd = self.prices.cost(
+            record.requested_model, prompt=before, completion=completion, cached=cached
+        )
         if plan.removed_tokens:
             record.prompt_tokens_before_trim = before
             record.trim_saved_usd = plan.removed_tokens * self.prices.rate(served).input

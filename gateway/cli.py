@@ -1,7 +1,7 @@
 """The `tiergate` command.
 
-    tiergate serve --config configs/tiergate.yaml --port 8080
-    tiergate workflows
+tiergate serve --config configs/tiergate.yaml --port 8080
+tiergate workflows
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ log = logging.getLogger("tiergate")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 ConfigOpt = Annotated[
-    str | None, typer.Option("--config", "-c", help="config YAML (default: $TIERGATE_CONFIG, configs/tiergate.yaml, embedded)")
+    str | None,
+    typer.Option(
+        "--config", "-c", help="config YAML (default: $TIERGATE_CONFIG, configs/tiergate.yaml, embedded)"
+    ),
 ]
 
 
@@ -76,8 +79,13 @@ def serve(
         bind = "127.0.0.1"
     elif settings.admin_key is None:
         log.warning("no admin key set (TIERGATE_ADMIN_KEY): open mode, bound to loopback %s only", bind)
-    log.info("config %s (%s), %d models, store %s", settings.source, settings.digest, len(settings.models),
-             settings.storage.url.split("@")[-1])
+    log.info(
+        "config %s (%s), %d models, store %s",
+        settings.source,
+        settings.digest,
+        len(settings.models),
+        settings.storage.url.split("@")[-1],
+    )
     uvicorn.run(
         create_app(settings),
         host=bind,
@@ -103,19 +111,39 @@ def workflows(config: ConfigOpt = None) -> None:
         migrate(engine)
         rows = workflow_summaries(engine)
     except SQLAlchemyError as exc:
-        raise fail(f"cannot read the store {settings.storage.url.split('@')[-1]}: {type(exc).__name__}; "
-                   "check storage.url in the config") from None
+        raise fail(
+            f"cannot read the store {settings.storage.url.split('@')[-1]}: {type(exc).__name__}; "
+            "check storage.url in the config"
+        ) from None
     table = Table(title=f"workflows ({settings.storage.url.split('@')[-1]})")
-    for col in ("workflow", "requests", "convs", "prompt tok", "compl tok", "cost $", "baseline $", "savings $",
-                "p50 ms", "p95 ms", "last seen"):
+    for col in (
+        "workflow",
+        "requests",
+        "convs",
+        "prompt tok",
+        "compl tok",
+        "cost $",
+        "baseline $",
+        "savings $",
+        "p50 ms",
+        "p95 ms",
+        "last seen",
+    ):
         table.add_column(col, justify="left" if col == "workflow" else "right")
     import time
 
     for r in rows:
         table.add_row(
-            r["workflow"], str(r["requests"]), str(r["conversations"]), f"{r['prompt_tokens']:,}",
-            f"{r['completion_tokens']:,}", f"{r['cost_usd']:.4f}", f"{r['baseline_cost_usd']:.4f}",
-            f"{r['savings_usd']:.4f}", f"{r['p50_latency_ms'] or 0:.0f}", f"{r['p95_latency_ms'] or 0:.0f}",
+            r["workflow"],
+            str(r["requests"]),
+            str(r["conversations"]),
+            f"{r['prompt_tokens']:,}",
+            f"{r['completion_tokens']:,}",
+            f"{r['cost_usd']:.4f}",
+            f"{r['baseline_cost_usd']:.4f}",
+            f"{r['savings_usd']:.4f}",
+            f"{r['p50_latency_ms'] or 0:.0f}",
+            f"{r['p95_latency_ms'] or 0:.0f}",
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last_seen"])),
         )
     Console(width=200).print(table)

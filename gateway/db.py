@@ -1,6 +1,6 @@
 """Engine creation and schema migrations for the store (SQLite by default, PostgreSQL by URL).
 
-    engine = make_engine("sqlite:///tiergate.db"); migrate(engine)
+engine = make_engine("sqlite:///tiergate.db"); migrate(engine)
 """
 
 from __future__ import annotations

@@ -41,7 +41,9 @@ async def client_key(request: Request) -> KeyInfo | None:
         if not hit:
             info = await asyncio.to_thread(st.keys.load, token)
         if info is None:
-            raise AuthenticationFailed("The API key is not valid or was revoked; create one with POST /api/keys.")
+            raise AuthenticationFailed(
+                "The API key is not valid or was revoked; create one with POST /api/keys."
+            )
         return info
     if secured:
         raise AuthenticationFailed(
@@ -57,7 +59,9 @@ async def require_admin(request: Request) -> None:
     if st.settings.admin_key is None:
         return  # open mode: loopback only
     if not is_admin(st, bearer(request)):
-        raise AuthenticationFailed("This endpoint needs the admin key: Authorization: Bearer $TIERGATE_ADMIN_KEY.")
+        raise AuthenticationFailed(
+            "This endpoint needs the admin key: Authorization: Bearer $TIERGATE_ADMIN_KEY."
+        )
 
 
 State = Annotated[AppState, Depends(state)]

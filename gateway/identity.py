@@ -21,7 +21,10 @@ import orjson
 
 _VOLATILE = [
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), "<uuid>"),
-    (re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b"), "<date>"),
+    (
+        re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\b"),
+        "<date>",
+    ),
     (re.compile(r"\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b"), "<date>"),
     (re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)?\b", re.I), "<time>"),
     (
@@ -51,7 +54,9 @@ def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text"
+        )
     return str(content)
 
 
@@ -89,7 +94,9 @@ def fingerprint_workflow(
 def _fingerprint(system: str, names: tuple[str, ...]) -> tuple[str, str]:
     static = normalise_static(system)
     digest = hashlib.sha256((static + "\x00" + ",".join(names)).encode()).hexdigest()[:16]
-    words = [w for w in _WORD.findall(static.replace("<", " ").replace(">", " ")) if w not in _STOP and len(w) > 2]
+    words = [
+        w for w in _WORD.findall(static.replace("<", " ").replace(">", " ")) if w not in _STOP and len(w) > 2
+    ]
     words = [w for w in words if w not in {"uuid", "date", "time", "email", "hex"}]
     if words:
         stem = "-".join(words[:3])
@@ -106,7 +113,9 @@ def _canon(msg: Mapping[str, Any]) -> bytes:
     call_parts = [
         ((c.get("function") or {}).get("name"), (c.get("function") or {}).get("arguments")) for c in calls
     ]
-    return orjson.dumps([msg.get("role"), content_text(msg.get("content")), call_parts, msg.get("tool_call_id")])
+    return orjson.dumps(
+        [msg.get("role"), content_text(msg.get("content")), call_parts, msg.get("tool_call_id")]
+    )
 
 
 def chained_key(prev: str, msg: Mapping[str, Any]) -> str:

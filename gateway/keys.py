@@ -88,7 +88,9 @@ def list_keys(engine: Engine) -> list[KeyPublic]:
 def revoke_key(engine: Engine, key_id: str) -> bool:
     with engine.begin() as conn:
         res = conn.execute(
-            update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked.is_(None)).values(revoked=time.time())
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked.is_(None))
+            .values(revoked=time.time())
         )
     return res.rowcount > 0
 
@@ -96,9 +98,9 @@ def revoke_key(engine: Engine, key_id: str) -> bool:
 def find_key(engine: Engine, key: str) -> KeyInfo | None:
     with engine.connect() as conn:
         row = conn.execute(
-            select(api_keys.c.id, api_keys.c.workflow, api_keys.c.rate_limit_rpm, api_keys.c.monthly_budget_usd).where(
-                api_keys.c.key_hash == hash_key(key), api_keys.c.revoked.is_(None)
-            )
+            select(
+                api_keys.c.id, api_keys.c.workflow, api_keys.c.rate_limit_rpm, api_keys.c.monthly_budget_usd
+            ).where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked.is_(None))
         ).first()
     return KeyInfo(*row) if row else None
 

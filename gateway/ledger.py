@@ -63,7 +63,9 @@ class Record:
 
 
 class LedgerWriter:
-    def __init__(self, engine: Engine, *, batch_size: int = 500, flush_interval: float = 0.2, queue_max: int = 100_000):
+    def __init__(
+        self, engine: Engine, *, batch_size: int = 500, flush_interval: float = 0.2, queue_max: int = 100_000
+    ):
         self._engine = engine
         self._batch_size = batch_size
         self._interval = flush_interval
@@ -129,7 +131,9 @@ class LedgerWriter:
                 self.written += len(batch)
                 return
             except Exception as exc:  # a store hiccup must not lose the batch: retry, then report
-                log.warning("ledger write of %d records failed (attempt %d): %s", len(batch), attempt + 1, exc)
+                log.warning(
+                    "ledger write of %d records failed (attempt %d): %s", len(batch), attempt + 1, exc
+                )
                 await asyncio.sleep(0.2 * 2**attempt)
         self.failed_batches += 1
         log.error("ledger dropped a batch of %d records after retries", len(batch))
@@ -156,7 +160,8 @@ class LedgerWriter:
                 conn.exec_driver_sql(self._insert_sql, rows)
             if new_wf:
                 existing = {
-                    row[0] for row in conn.execute(select(workflows.c.id).where(workflows.c.id.in_(list(new_wf))))
+                    row[0]
+                    for row in conn.execute(select(workflows.c.id).where(workflows.c.id.in_(list(new_wf))))
                 }
                 fresh = [v for k, v in new_wf.items() if k not in existing]
                 if fresh:

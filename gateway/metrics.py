@@ -28,19 +28,38 @@ class Metrics:
         labels = ("workflow", "model", "tier")
         return cls(
             registry=reg,
-            requests=Counter("tiergate_requests", "Chat completion requests", (*labels, "status"), registry=reg),
-            rejected=Counter("tiergate_rejected", "Requests refused before any upstream call", ("reason",), registry=reg),
+            requests=Counter(
+                "tiergate_requests", "Chat completion requests", (*labels, "status"), registry=reg
+            ),
+            rejected=Counter(
+                "tiergate_rejected", "Requests refused before any upstream call", ("reason",), registry=reg
+            ),
             latency=Histogram(
-                "tiergate_request_duration_seconds", "Total request latency", labels, buckets=_LATENCY_BUCKETS, registry=reg
+                "tiergate_request_duration_seconds",
+                "Total request latency",
+                labels,
+                buckets=_LATENCY_BUCKETS,
+                registry=reg,
             ),
             ttfb=Histogram(
-                "tiergate_time_to_first_byte_seconds", "Upstream time to first byte", labels, buckets=_LATENCY_BUCKETS, registry=reg
+                "tiergate_time_to_first_byte_seconds",
+                "Upstream time to first byte",
+                labels,
+                buckets=_LATENCY_BUCKETS,
+                registry=reg,
             ),
             tokens=Counter("tiergate_tokens", "Tokens by kind", (*labels, "kind"), registry=reg),
             cost=Counter("tiergate_cost_usd", "Spend in USD", labels, registry=reg),
             baseline_cost=Counter(
-                "tiergate_baseline_cost_usd", "Spend had every request gone to its requested model", labels, registry=reg
+                "tiergate_baseline_cost_usd",
+                "Spend had every request gone to its requested model",
+                labels,
+                registry=reg,
             ),
-            ledger_pending=Gauge("tiergate_ledger_pending_records", "Ledger records not yet written", registry=reg),
-            redis_degraded=Gauge("tiergate_redis_degraded", "1 while Redis is configured but unreachable", registry=reg),
+            ledger_pending=Gauge(
+                "tiergate_ledger_pending_records", "Ledger records not yet written", registry=reg
+            ),
+            redis_degraded=Gauge(
+                "tiergate_redis_degraded", "1 while Redis is configured but unreachable", registry=reg
+            ),
         )

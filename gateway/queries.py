@@ -1,7 +1,7 @@
 """Read-back of the ledger, aggregated in SQL (the store may hold millions of records).
 
-    workflow_summaries(engine)            # one dict per workflow
-    conversations(engine, "travel-booking", limit=50)
+workflow_summaries(engine)            # one dict per workflow
+conversations(engine, "travel-booking", limit=50)
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def _percentiles(engine: Engine, ps: tuple[tuple[int, int], ...]) -> dict[str, d
     with engine.connect() as conn:
         for a, b in ps:
             target = (ranked.c.n * a + (b - 1)) // b
-            rows = conn.execute(select(ranked.c.workflow, ranked.c.latency_ms).where(ranked.c.rn == target)).all()
+            rows = conn.execute(
+                select(ranked.c.workflow, ranked.c.latency_ms).where(ranked.c.rn == target)
+            ).all()
             for wf, value in rows:
                 out.setdefault(wf, {})[a / b] = float(value)
     return out
@@ -45,11 +47,13 @@ def workflow_summaries(engine: Engine) -> list[dict[str, Any]]:
             R.c.workflow,
             func.sum(case((client, 1), else_=0)).label("requests"),
             func.sum(case((R.c.tier == "routed", 1), else_=0)).label("routed_requests"),
-            func.coalesce(func.sum(case((R.c.tier == "shadow", R.c.cost_usd), else_=0.0)), 0.0).label("shadow_cost_usd"),
-            func.coalesce(func.sum(R.c.trim_saved_usd), 0.0).label("trim_savings_usd"),
-            func.coalesce(func.sum(case((client, R.c.prompt_tokens_before_trim - R.c.prompt_tokens), else_=0)), 0).label(
-                "trimmed_prompt_tokens"
+            func.coalesce(func.sum(case((R.c.tier == "shadow", R.c.cost_usd), else_=0.0)), 0.0).label(
+                "shadow_cost_usd"
             ),
+            func.coalesce(func.sum(R.c.trim_saved_usd), 0.0).label("trim_savings_usd"),
+            func.coalesce(
+                func.sum(case((client, R.c.prompt_tokens_before_trim - R.c.prompt_tokens), else_=0)), 0
+            ).label("trimmed_prompt_tokens"),
             func.sum(case((ok, 0), else_=1)).label("errors"),
             func.count(func.distinct(R.c.conversation)).label("conversations"),
             func.coalesce(func.sum(R.c.prompt_tokens), 0).label("prompt_tokens"),
@@ -76,7 +80,9 @@ def workflow_summaries(engine: Engine) -> list[dict[str, Any]]:
     return rows
 
 
-def conversations(engine: Engine, workflow: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+def conversations(
+    engine: Engine, workflow: str, *, limit: int = 100, offset: int = 0
+) -> list[dict[str, Any]]:
     stmt = (
         select(
             R.c.conversation,
@@ -109,6 +115,8 @@ def month_spend(engine: Engine, key_id: str) -> float:
     start = time.mktime((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, 0)) - time.timezone
     with engine.connect() as conn:
         value = conn.execute(
-            select(func.coalesce(func.sum(R.c.cost_usd), 0.0)).where(and_(R.c.key_id == key_id, R.c.ts >= start))
+            select(func.coalesce(func.sum(R.c.cost_usd), 0.0)).where(
+                and_(R.c.key_id == key_id, R.c.ts >= start)
+            )
         ).scalar_one()
     return float(value)

@@ -49,7 +49,9 @@ class RedisLink:
         except (RedisError, OSError) as exc:
             self._down_until = time.monotonic() + self._retry_after
             if not self.degraded:
-                log.warning("redis unreachable (%s); serving degraded with per-process state", type(exc).__name__)
+                log.warning(
+                    "redis unreachable (%s); serving degraded with per-process state", type(exc).__name__
+                )
             self.degraded = True
             return None
         if self.degraded:

@@ -58,7 +58,9 @@ from router import (
 )
 
 log = logging.getLogger("tiergate.rungs")
-TRIM_KEYS = frozenset({"tools", "min_requests", "window", "holdout", "keep", "preloads", "min_chars", "by_stage"})
+TRIM_KEYS = frozenset(
+    {"tools", "min_requests", "window", "holdout", "keep", "preloads", "min_chars", "by_stage"}
+)
 RECENT = 6  # messages kept with a label or an exchange: what RequestFeatures looks at, with margin
 
 
@@ -79,10 +81,16 @@ class TrimConfig:
             raise PolicyConfigError(workflow, "trim", f"expected a mapping, got `{section!r}`.")
         for key in section:
             if key not in TRIM_KEYS:
-                raise PolicyConfigError(workflow, f"trim.{key}", f"unknown key `{key}`; use one of {', '.join(sorted(TRIM_KEYS))}.")
+                raise PolicyConfigError(
+                    workflow,
+                    f"trim.{key}",
+                    f"unknown key `{key}`; use one of {', '.join(sorted(TRIM_KEYS))}.",
+                )
         holdout = section.get("holdout", 0.05)
         if isinstance(holdout, bool) or not isinstance(holdout, int | float) or not 0 <= holdout <= 1:
-            raise PolicyConfigError(workflow, "trim.holdout", f"`{holdout!r}` is not in [0, 1]; use a share such as 0.05.")
+            raise PolicyConfigError(
+                workflow, "trim.holdout", f"`{holdout!r}` is not in [0, 1]; use a share such as 0.05."
+            )
         for key in ("min_requests", "window", "min_chars"):
             val = section.get(key, getattr(cls, key))
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
@@ -116,7 +124,9 @@ def policy_for(workflow: WorkflowConfig) -> tuple[RoutePolicy | None, TrimConfig
     trim = TrimConfig.from_config(workflow.name, extra["trim"]) if "trim" in extra else None
     for key in extra:
         if key not in ("route", "trim", "judge"):
-            raise PolicyConfigError(workflow.name, key, "unknown key; use `route`, `trim`, `judge` or `flowchart`.")
+            raise PolicyConfigError(
+                workflow.name, key, "unknown key; use `route`, `trim`, `judge` or `flowchart`."
+            )
     return policy, trim
 
 
@@ -191,7 +201,9 @@ class WorkflowRuntime:
         features = RequestFeatures.from_request(body)
         return decide_route(features, self.policy, self.learned), features
 
-    def with_demonstrations(self, body: dict[str, Any], features: RequestFeatures) -> tuple[dict[str, Any], int]:
+    def with_demonstrations(
+        self, body: dict[str, Any], features: RequestFeatures
+    ) -> tuple[dict[str, Any], int]:
         """Inference-time distillation: the k nearest logged frontier exchanges, as worked examples."""
         if self.policy is None or self.policy.demonstrations <= 0 or self.bank is None:
             return body, 0
@@ -205,9 +217,15 @@ class WorkflowRuntime:
             reply = d.exchange.get("response") or {}
             answer = reply.get("content") or ""
             if reply.get("tool_calls"):
-                answer += " " + orjson.dumps(
-                    [{"tool": c["function"]["name"], "arguments": c["function"]["arguments"]} for c in reply["tool_calls"]]
-                ).decode()
+                answer += (
+                    " "
+                    + orjson.dumps(
+                        [
+                            {"tool": c["function"]["name"], "arguments": c["function"]["arguments"]}
+                            for c in reply["tool_calls"]
+                        ]
+                    ).decode()
+                )
             lines.append(f"Example {i}. User: {user}\nAssistant: {answer.strip()}")
         note = {"role": "system", "content": "\n\n".join(lines)}
         messages = list(body["messages"])
@@ -347,22 +365,35 @@ class Rungs:
         feats = [RequestFeatures.from_request(orjson.loads(r[0])) for r in rows]
         labels = [bool(r[1]) for r in rows]
         if len(set(labels)) < 2:
-            log.info("workflow %s: %d shadow labels, all %s; not fitting yet", rt.name, len(labels), labels[0])
+            log.info(
+                "workflow %s: %d shadow labels, all %s; not fitting yet", rt.name, len(labels), labels[0]
+            )
             return
         cheap_rate = self._prices.rate(rt.policy.cheap)
         frontier_rate = self._prices.rate(rt.policy.frontier)
-        costs = RouteCosts(cheap=cheap_rate.input + cheap_rate.output or 1.0,
-                           frontier=frontier_rate.input + frontier_rate.output or 10.0)
-        scores = out_of_fold_scores(feats, labels, folds=min(5, max(2, min(labels.count(True), labels.count(False)))))
+        costs = RouteCosts(
+            cheap=cheap_rate.input + cheap_rate.output or 1.0,
+            frontier=frontier_rate.input + frontier_rate.output or 10.0,
+        )
+        scores = out_of_fold_scores(
+            feats, labels, folds=min(5, max(2, min(labels.count(True), labels.count(False))))
+        )
         cal = calibrate_threshold(
-            scores, [1.0 if x else 0.0 for x in labels], rt.policy.target_retention, costs,
+            scores,
+            [1.0 if x else 0.0 for x in labels],
+            rt.policy.target_retention,
+            costs,
             confidence=rt.policy.confidence,
         )
         rt.learned = LearnedRouter.fit(feats, labels).with_threshold(cal.threshold)
         rt.labels_fitted = len(labels)
         log.info(
             "workflow %s: learned router refit on %d labels; threshold %.3f, expected retention %.3f, cheap share %.2f",
-            rt.name, len(labels), cal.threshold, cal.expected_retention, cal.cheap_share,
+            rt.name,
+            len(labels),
+            cal.threshold,
+            cal.expected_retention,
+            cal.cheap_share,
         )
 
     def _reload_bank(self, rt: WorkflowRuntime) -> None:
@@ -384,14 +415,30 @@ class Rungs:
         self._side.add(task)
         task.add_done_callback(self._side.discard)
 
-    def save_label(self, workflow: str, request_id: str, body: Mapping[str, Any], good: bool, how: str) -> None:
-        row = {"id": request_id, "ts": time.time(), "workflow": workflow, "request_id": request_id,
-               "request": recent_request(body), "good": good, "how": how[:200]}
+    def save_label(
+        self, workflow: str, request_id: str, body: Mapping[str, Any], good: bool, how: str
+    ) -> None:
+        row = {
+            "id": request_id,
+            "ts": time.time(),
+            "workflow": workflow,
+            "request_id": request_id,
+            "request": recent_request(body),
+            "good": good,
+            "how": how[:200],
+        }
         self._spawn(self._insert, route_labels, row)
 
-    def save_exchange(self, workflow: str, request_id: str, body: Mapping[str, Any], reply: Mapping[str, Any]) -> None:
-        row = {"id": request_id, "ts": time.time(), "workflow": workflow, "request": recent_request(body),
-               "response": orjson.dumps(dict(reply)).decode()}
+    def save_exchange(
+        self, workflow: str, request_id: str, body: Mapping[str, Any], reply: Mapping[str, Any]
+    ) -> None:
+        row = {
+            "id": request_id,
+            "ts": time.time(),
+            "workflow": workflow,
+            "request": recent_request(body),
+            "response": orjson.dumps(dict(reply)).decode(),
+        }
         self._spawn(self._insert, exchanges, row)
 
     def _insert(self, table: Any, row: dict[str, Any]) -> None:

@@ -75,7 +75,9 @@ route_labels = Table(
     Column("workflow", String(200), nullable=False),
     Column("request_id", String(32), nullable=False),
     Column("request", Text, nullable=False, doc="JSON: the recent messages and tool names the features need"),
-    Column("good", Boolean, nullable=False, doc="the cheap model's shadow answer was as good as the frontier's"),
+    Column(
+        "good", Boolean, nullable=False, doc="the cheap model's shadow answer was as good as the frontier's"
+    ),
     Column("how", String(200), nullable=False),
     Index("ix_route_labels_workflow_ts", "workflow", "ts"),
 )

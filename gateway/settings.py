@@ -62,7 +62,9 @@ class ModelConfig(_Strict):
     @classmethod
     def _has_provider(cls, value: str) -> str:
         if "/" not in value:
-            raise ValueError(f"`{value}` has no provider prefix; write it as litellm does, e.g. `openai/{value}`")
+            raise ValueError(
+                f"`{value}` has no provider prefix; write it as litellm does, e.g. `openai/{value}`"
+            )
         return value
 
     @property
@@ -125,7 +127,9 @@ class Settings(_Strict):
     auth: AuthConfig = AuthConfig()
     models: tuple[ModelConfig, ...] = ()
     workflows: tuple[WorkflowConfig, ...] = ()
-    loop: dict[str, Any] = Field(default_factory=dict, description="payback, proposals, canary (gateway/payback.py)")
+    loop: dict[str, Any] = Field(
+        default_factory=dict, description="payback, proposals, canary (gateway/payback.py)"
+    )
     source: str = Field(default="<defaults>", description="where this came from; set by the loader")
     digest: str = Field(default="", description="sha256 of the file's text; stored with what it produced")
 
@@ -139,12 +143,13 @@ class Settings(_Strict):
         for i, m in enumerate(self.models):
             for fb in m.fallbacks:
                 if fb not in known:
-                    raise ValueError(f"models[{i}].fallbacks: unknown model `{fb}`; list a configured model name")
+                    raise ValueError(
+                        f"models[{i}].fallbacks: unknown model `{fb}`; list a configured model name"
+                    )
         for i, w in enumerate(self.workflows):
             if w.model_extra:
-                from router import PolicyConfigError
-
                 from gateway.rungs import policy_for
+                from router import PolicyConfigError
 
                 try:
                     policy, _ = policy_for(w)
@@ -153,8 +158,10 @@ class Settings(_Strict):
                 for key in ("frontier", "cheap"):
                     val = getattr(policy, key, None) if policy else None
                     if val is not None and val not in known:
-                        raise ValueError(f"workflows[{i}] (`{w.name}`).route.{key}: unknown model `{val}`; "
-                                         "list a configured model name")
+                        raise ValueError(
+                            f"workflows[{i}] (`{w.name}`).route.{key}: unknown model `{val}`; "
+                            "list a configured model name"
+                        )
             for key in ("frontier", "cheap"):
                 val = getattr(w, key)
                 if val is not None and val not in known:
@@ -257,7 +264,9 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     try:
         text = p.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{p}: file not found; pass an existing file with --config or TIERGATE_CONFIG") from None
+        raise ConfigError(
+            f"{p}: file not found; pass an existing file with --config or TIERGATE_CONFIG"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read it ({exc.strerror})") from None
     return parse_settings(text, str(p))

@@ -75,7 +75,9 @@ def count_prompt_tokens(
         total += len(enc.encode(_text_of(msg.get("content")), disallowed_special=()))
         for call in msg.get("tool_calls") or ():
             fn = call.get("function") or {}
-            total += 3 + len(enc.encode(f"{fn.get('name', '')}{fn.get('arguments', '')}", disallowed_special=()))
+            total += 3 + len(
+                enc.encode(f"{fn.get('name', '')}{fn.get('arguments', '')}", disallowed_special=())
+            )
     if tools:
         total += len(enc.encode(orjson.dumps(list(tools)).decode(), disallowed_special=()))
     return total

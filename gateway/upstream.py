@@ -96,7 +96,9 @@ class Upstreams:
         self._litellm: Any = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=1000, ttl_dns_cache=300, keepalive_timeout=60)
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=1000, ttl_dns_cache=300, keepalive_timeout=60
+        )
         self._session = aiohttp.ClientSession(
             connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(), auto_decompress=True
         )
@@ -131,7 +133,9 @@ class Upstreams:
                     if r.error.status not in RETRYABLE_STATUS or attempt == model.max_retries:
                         break
                     delay = _backoff(attempt, r.retry_after)
-                    log.info("upstream %s: %s; retry %d in %.2fs", model.name, r.error.message, attempt + 1, delay)
+                    log.info(
+                        "upstream %s: %s; retry %d in %.2fs", model.name, r.error.message, attempt + 1, delay
+                    )
                     await asyncio.sleep(delay)
             if last is not None and last.status not in FALLBACK_STATUS:
                 break
@@ -152,7 +156,9 @@ class Upstreams:
                 url, data=orjson.dumps(body), headers=_auth_headers(model), timeout=self._timeout(model)
             )
         except TimeoutError:
-            raise _Retry(UpstreamTimeout(f"upstream `{model.name}` timed out after {model.timeout:g}s")) from None
+            raise _Retry(
+                UpstreamTimeout(f"upstream `{model.name}` timed out after {model.timeout:g}s")
+            ) from None
         except aiohttp.ClientError as exc:
             raise _Retry(
                 UpstreamUnavailable(f"upstream `{model.name}` unreachable: {type(exc).__name__}", status=502)
@@ -179,9 +185,13 @@ class Upstreams:
             try:
                 raw = await resp.read()
             except TimeoutError:
-                raise _Retry(UpstreamTimeout(f"upstream `{model.name}` timed out reading the reply")) from None
+                raise _Retry(
+                    UpstreamTimeout(f"upstream `{model.name}` timed out reading the reply")
+                ) from None
             except aiohttp.ClientError as exc:
-                raise _Retry(UpstreamUnavailable(f"upstream `{model.name}` broke off: {type(exc).__name__}")) from None
+                raise _Retry(
+                    UpstreamUnavailable(f"upstream `{model.name}` broke off: {type(exc).__name__}")
+                ) from None
             finally:
                 resp.release()
             try:
@@ -207,7 +217,9 @@ class Upstreams:
                 except TimeoutError:
                     raise UpstreamTimeout(f"upstream `{model.name}` stream timed out") from None
                 except aiohttp.ClientError as exc:
-                    raise UpstreamUnavailable(f"upstream `{model.name}` stream broke: {type(exc).__name__}") from None
+                    raise UpstreamUnavailable(
+                        f"upstream `{model.name}` stream broke: {type(exc).__name__}"
+                    ) from None
 
             # close(), not release(): an unfinished stream's connection must be dropped, which is
             # also how a client disconnect cancels the upstream generation.
@@ -248,7 +260,9 @@ class Upstreams:
             return _Retry(UpstreamUnavailable(f"upstream `{model.name}` unreachable: {name}"))
         message = str(getattr(exc, "message", exc)).splitlines()[0][:300]
         return _Retry(
-            UpstreamError(f"upstream `{model.name}` failed: {message}", status=status if status < 600 else 502),
+            UpstreamError(
+                f"upstream `{model.name}` failed: {message}", status=status if status < 600 else 502
+            ),
             fallback_ok=status in FALLBACK_STATUS,
         )
 

@@ -119,8 +119,10 @@ def fake_upstreams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     ups = {}
     for name in ("frontier", "cheap"):
         port = free_port()
-        proc = Proc([sys.executable, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(port), "--name", name],
-                    logs / f"{name}.log").start()
+        proc = Proc(
+            [sys.executable, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(port), "--name", name],
+            logs / f"{name}.log",
+        ).start()
         ups[name] = Upstream(name, port, proc)
     for up in ups.values():
         up.proc.wait_http(f"{up.base}/v1/models")
@@ -143,13 +145,29 @@ def base_config(ups: dict[str, Upstream], db_url: str) -> dict[str, Any]:
         "ledger": {"flush_interval_ms": 20},
         "auth": {"key_cache_seconds": 0.5},
         "models": [
-            {"name": "gpt-4o", "upstream": "openai/gpt-4o", "api_base": f, "api_key_env": UPSTREAM_KEY_ENV,
-             "timeout": 3, "max_retries": 2, "fallbacks": ["backup"]},
-            {"name": "gpt-4o-mini", "upstream": "openai/gpt-4o-mini", "api_base": c, "api_key_env": UPSTREAM_KEY_ENV,
-             "max_retries": 0},
+            {
+                "name": "gpt-4o",
+                "upstream": "openai/gpt-4o",
+                "api_base": f,
+                "api_key_env": UPSTREAM_KEY_ENV,
+                "timeout": 3,
+                "max_retries": 2,
+                "fallbacks": ["backup"],
+            },
+            {
+                "name": "gpt-4o-mini",
+                "upstream": "openai/gpt-4o-mini",
+                "api_base": c,
+                "api_key_env": UPSTREAM_KEY_ENV,
+                "max_retries": 0,
+            },
             {"name": "backup", "upstream": "openai/gpt-4o-mini", "api_base": c, "max_retries": 0},
-            {"name": "house", "upstream": "openai/house-model", "api_base": c,
-             "price": {"input_per_million": 1.0, "output_per_million": 2.0}},
+            {
+                "name": "house",
+                "upstream": "openai/house-model",
+                "api_base": c,
+                "price": {"input_per_million": 1.0, "output_per_million": 2.0},
+            },
         ],
     }
 
@@ -196,20 +214,28 @@ def start_gateway(tmp_path: Path, upstreams: dict[str, Upstream]) -> Iterator[An
     started: list[Gateway] = []
 
     def start(
-        overrides: dict[str, Any] | None = None, *, env: dict[str, str] | None = None, db_url: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        db_url: str | None = None,
         name: str = "gw",
     ) -> Gateway:
         db_url = db_url or f"sqlite:///{tmp_path / 'tiergate.db'}"
         cfg = base_config(upstreams, db_url)
         for key, value in (overrides or {}).items():
-            cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+            cfg[key] = (
+                {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+            )
         db_url = cfg["storage"]["url"]
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         port = free_port()
         proc_env = {UPSTREAM_KEY_ENV: UPSTREAM_KEY, "TIERGATE_ADMIN_KEY": "", **(env or {})}
-        proc = Proc([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", str(port)],
-                    tmp_path / f"{name}.log", env=proc_env)
+        proc = Proc(
+            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", str(port)],
+            tmp_path / f"{name}.log",
+            env=proc_env,
+        )
         proc.start().wait_http(f"http://127.0.0.1:{port}/healthz")
         gw = Gateway(f"http://127.0.0.1:{port}", proc, db_url, path)
         started.append(gw)

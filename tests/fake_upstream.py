@@ -67,15 +67,27 @@ def build_app(name: str) -> Starlette:
         if step.get("status"):
             headers = {"Retry-After": str(step["retry_after"])} if "retry_after" in step else {}
             return JSONResponse(
-                {"error": {"message": f"{name}: scripted {step['status']}", "type": "fake_error", "param": None,
-                           "code": "scripted"}},
+                {
+                    "error": {
+                        "message": f"{name}: scripted {step['status']}",
+                        "type": "fake_error",
+                        "param": None,
+                        "code": "scripted",
+                    }
+                },
                 status_code=step["status"],
                 headers=headers,
             )
         content = step.get("content", f"{name}: {last_user_text(body)}")
         calls = [
-            {"id": f"call_{i}", "type": "function",
-             "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}), sort_keys=True)}}
+            {
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {
+                    "name": c["name"],
+                    "arguments": json.dumps(c.get("arguments", {}), sort_keys=True),
+                },
+            }
             for i, c in enumerate(step.get("tool_calls") or [])
         ]
         if calls:
@@ -87,15 +99,29 @@ def build_app(name: str) -> Starlette:
             msg: dict[str, Any] = {"role": "assistant", "content": content}
             logprobs = None
             if step.get("logprobs") is not None:
-                logprobs = {"content": [{"token": f"t{i}", "logprob": lp, "bytes": None, "top_logprobs": []}
-                                        for i, lp in enumerate(step["logprobs"])]}
+                logprobs = {
+                    "content": [
+                        {"token": f"t{i}", "logprob": lp, "bytes": None, "top_logprobs": []}
+                        for i, lp in enumerate(step["logprobs"])
+                    ]
+                }
             if calls:
                 msg["tool_calls"] = calls
             n = int(body.get("n") or 1)
             out: dict[str, Any] = {
-                "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": i, "message": msg, "finish_reason": "tool_calls" if calls else "stop",
-                             "logprobs": logprobs} for i in range(n)],
+                "id": rid,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": i,
+                        "message": msg,
+                        "finish_reason": "tool_calls" if calls else "stop",
+                        "logprobs": logprobs,
+                    }
+                    for i in range(n)
+                ],
             }
             if not step.get("no_usage"):
                 out["usage"] = usage
@@ -104,11 +130,18 @@ def build_app(name: str) -> Starlette:
         n_chunks = int(step.get("chunks", 3))
         delay = float(step.get("chunk_delay", 0))
         cut = step.get("disconnect_after")
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and not step.get("no_usage")
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and not step.get(
+            "no_usage"
+        )
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            data = {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            data = {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
             return b"data: " + json.dumps(data).encode() + b"\n\n"
 
         async def gen():  # type: ignore[no-untyped-def]
@@ -117,14 +150,32 @@ def build_app(name: str) -> Starlette:
                 yield chunk({"role": "assistant", "content": ""})
                 if calls:
                     for i, c in enumerate(calls):
-                        yield chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
-                                                     "function": {"name": c["function"]["name"], "arguments": ""}}]})
-                        yield chunk({"tool_calls": [{"index": i, "function": {"arguments": c["function"]["arguments"]}}]})
+                        yield chunk(
+                            {
+                                "tool_calls": [
+                                    {
+                                        "index": i,
+                                        "id": c["id"],
+                                        "type": "function",
+                                        "function": {"name": c["function"]["name"], "arguments": ""},
+                                    }
+                                ]
+                            }
+                        )
+                        yield chunk(
+                            {
+                                "tool_calls": [
+                                    {"index": i, "function": {"arguments": c["function"]["arguments"]}}
+                                ]
+                            }
+                        )
                 else:
                     words = (content or "").split(" ")
                     per = max(1, -(-len(words) // n_chunks))
-                    pieces = [" ".join(words[i:i + per]) for i in range(0, len(words), per)]
-                    for k, piece in enumerate(pieces if n_chunks <= len(words) else pieces + [""] * (n_chunks - len(pieces))):
+                    pieces = [" ".join(words[i : i + per]) for i in range(0, len(words), per)]
+                    for k, piece in enumerate(
+                        pieces if n_chunks <= len(words) else pieces + [""] * (n_chunks - len(pieces))
+                    ):
                         if cut is not None and k >= cut:
                             raise ConnectionAbortedError("scripted disconnect")
                         text = piece if k == 0 else (" " + piece if piece else "")
@@ -133,8 +184,14 @@ def build_app(name: str) -> Starlette:
                             await asyncio.sleep(delay)
                 yield chunk({}, "tool_calls" if calls else "stop")
                 if include_usage:
-                    data = {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()),
-                            "model": model, "choices": [], "usage": usage}
+                    data = {
+                        "id": rid,
+                        "object": "chat.completion.chunk",
+                        "created": int(time.time()),
+                        "model": model,
+                        "choices": [],
+                        "usage": usage,
+                    }
                     yield b"data: " + json.dumps(data).encode() + b"\n\n"
                 yield b"data: [DONE]\n\n"
                 stats["streams_completed"] += 1
@@ -153,30 +210,58 @@ def build_app(name: str) -> Starlette:
         for m in reversed(body.get("messages") or []):
             if m.get("role") == "user":
                 c = m.get("content")
-                text = c if isinstance(c, str) else " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+                text = (
+                    c if isinstance(c, str) else " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+                )
                 break
         reply = f"{name}: {text}"
         usage = {"input_tokens": 11, "output_tokens": len(reply.split())}
         if not body.get("stream"):
-            return JSONResponse({"id": "msg_1", "type": "message", "role": "assistant", "model": body.get("model"),
-                                 "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn",
-                                 "stop_sequence": None, "usage": usage})
+            return JSONResponse(
+                {
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body.get("model"),
+                    "content": [{"type": "text", "text": reply}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": usage,
+                }
+            )
 
         def event(kind: str, data: dict[str, Any]) -> bytes:
             return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
 
         async def gen():  # type: ignore[no-untyped-def]
-            yield event("message_start", {"message": {"id": "msg_1", "type": "message", "role": "assistant",
-                                                      "model": body.get("model"), "content": [],
-                                                      "stop_reason": None, "usage": {"input_tokens": 11,
-                                                                                     "output_tokens": 0}}})
+            yield event(
+                "message_start",
+                {
+                    "message": {
+                        "id": "msg_1",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": body.get("model"),
+                        "content": [],
+                        "stop_reason": None,
+                        "usage": {"input_tokens": 11, "output_tokens": 0},
+                    }
+                },
+            )
             yield event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
             for i, word in enumerate(reply.split(" ")):
-                yield event("content_block_delta", {"index": 0, "delta": {"type": "text_delta",
-                                                                          "text": word if i == 0 else " " + word}})
+                yield event(
+                    "content_block_delta",
+                    {"index": 0, "delta": {"type": "text_delta", "text": word if i == 0 else " " + word}},
+                )
             yield event("content_block_stop", {"index": 0})
-            yield event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                          "usage": {"output_tokens": usage["output_tokens"]}})
+            yield event(
+                "message_delta",
+                {
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": usage["output_tokens"]},
+                },
+            )
             yield event("message_stop", {})
 
         return StreamingResponse(gen(), media_type="text/event-stream")
@@ -201,15 +286,17 @@ def build_app(name: str) -> Starlette:
     async def get_stats(_: Request) -> Response:
         return JSONResponse(stats)
 
-    return Starlette(routes=[
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/messages", anthropic_messages, methods=["POST"]),
-        Route("/v1/models", models),
-        Route("/_script", push_script, methods=["POST"]),
-        Route("/_reset", reset, methods=["POST"]),
-        Route("/_log", get_log),
-        Route("/_stats", get_stats),
-    ])
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/messages", anthropic_messages, methods=["POST"]),
+            Route("/v1/models", models),
+            Route("/_script", push_script, methods=["POST"]),
+            Route("/_reset", reset, methods=["POST"]),
+            Route("/_log", get_log),
+            Route("/_stats", get_stats),
+        ]
+    )
 
 
 def main() -> None:

@@ -70,23 +70,38 @@ def serve_upstream(port: int) -> None:
         steps = ALL_STEPS[scenario]
         done = sum(len(m.get("tool_calls") or []) for m in messages if m["role"] == "assistant")
         escalated = any(
-            (tc["function"]["name"] == "escalate_to_human") for m in messages for tc in m.get("tool_calls") or []
+            (tc["function"]["name"] == "escalate_to_human")
+            for m in messages
+            for tc in m.get("tool_calls") or []
         )
         message: dict[str, Any]
         if len(users) == 1 and done < len(steps) and not escalated:
             wanted = steps[done]
             chosen = wanted if wanted in offered else "escalate_to_human"
-            message = {"role": "assistant", "content": None, "tool_calls": [{
-                "id": f"call_{len(offered_log)}", "type": "function",
-                "function": {"name": chosen, "arguments": json.dumps(ARGS[chosen])}}]}
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"call_{len(offered_log)}",
+                        "type": "function",
+                        "function": {"name": chosen, "arguments": json.dumps(ARGS[chosen])},
+                    }
+                ],
+            }
         else:
             message = {"role": "assistant", "content": "Here is what I found, per our policy."}
         prompt = count_prompt_tokens(messages, body.get("tools"), MODEL)
-        return JSONResponse({
-            "id": f"chatcmpl-{len(offered_log)}", "object": "chat.completion", "created": int(time.time()),
-            "model": body["model"], "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": 20, "total_tokens": prompt + 20},
-        })
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{len(offered_log)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": 20, "total_tokens": prompt + 20},
+            }
+        )
 
     async def log(_: Request) -> JSONResponse:
         return JSONResponse(offered_log)
@@ -122,8 +137,13 @@ def replay(base: str, conversations: int, holdout_share: float, seed: int) -> di
     from router import in_holdout
 
     rng = random.Random(seed)
-    out: dict[str, Any] = {"requests": 0, "needed_missing": [], "holdout_conversations": 0,
-                           "new_tool_first_call": None, "new_tool_conversations": 0}
+    out: dict[str, Any] = {
+        "requests": 0,
+        "needed_missing": [],
+        "holdout_conversations": 0,
+        "new_tool_first_call": None,
+        "new_tool_conversations": 0,
+    }
     with httpx.Client(base_url=base, timeout=30) as http:
         for c in range(conversations):
             conv = f"conv-{seed}-{c}"
@@ -136,13 +156,18 @@ def replay(base: str, conversations: int, holdout_share: float, seed: int) -> di
             holdout = in_holdout(conv, holdout_share)
             out["holdout_conversations"] += holdout
             messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}]
-            turns = [USER_OPENERS[name]] + ["Thanks. Is the return policy the same for sale items?"] * rng.randint(0, 3)
+            turns = [USER_OPENERS[name]] + [
+                "Thanks. Is the return policy the same for sale items?"
+            ] * rng.randint(0, 3)
             for turn, text in enumerate(turns):
                 messages.append({"role": "system", "content": POLICY})
                 messages.append({"role": "user", "content": text})
                 for _ in range(len(steps) + 1):
-                    resp = http.post("/v1/chat/completions", json={"model": MODEL, "messages": messages, "tools": TOOLS},
-                                     headers={"X-Tiergate-Workflow": WORKFLOW, "X-Tiergate-Conversation": conv})
+                    resp = http.post(
+                        "/v1/chat/completions",
+                        json={"model": MODEL, "messages": messages, "tools": TOOLS},
+                        headers={"X-Tiergate-Workflow": WORKFLOW, "X-Tiergate-Conversation": conv},
+                    )
                     resp.raise_for_status()
                     out["requests"] += 1
                     msg = resp.json()["choices"][0]["message"]
@@ -151,13 +176,23 @@ def replay(base: str, conversations: int, holdout_share: float, seed: int) -> di
                     if not calls:
                         break
                     called = calls[0]["function"]["name"]
-                    done = sum(len(m.get("tool_calls") or []) for m in messages[:-1] if m["role"] == "assistant")
+                    done = sum(
+                        len(m.get("tool_calls") or []) for m in messages[:-1] if m["role"] == "assistant"
+                    )
                     if turn == 0 and done < len(steps) and called != steps[done]:
-                        out["needed_missing"].append({"conversation": conv, "holdout": holdout,
-                                                      "needed": steps[done], "request": out["requests"]})
+                        out["needed_missing"].append(
+                            {
+                                "conversation": conv,
+                                "holdout": holdout,
+                                "needed": steps[done],
+                                "request": out["requests"],
+                            }
+                        )
                     if called == "cancel_order" and out["new_tool_first_call"] is None:
                         out["new_tool_first_call"] = out["requests"]
-                    messages.append({"role": "tool", "tool_call_id": calls[0]["id"], "content": json.dumps({"ok": True})})
+                    messages.append(
+                        {"role": "tool", "tool_call_id": calls[0]["id"], "content": json.dumps({"ok": True})}
+                    )
     return out
 
 
@@ -184,18 +219,42 @@ def main() -> None:
     config = {
         "storage": {"url": f"sqlite:///{tmp / 'ledger.db'}"},
         "server": {"log_level": "warning", "state_refresh_seconds": 1.0},
-        "models": [{"name": MODEL, "upstream": "openai/gpt-4o", "api_base": f"http://127.0.0.1:{up_port}/v1"}],
-        "workflows": [{"name": WORKFLOW, "frontier": MODEL, "trim": {
-            "min_requests": args.min_requests, "holdout": args.holdout, "keep": sorted(KEEP), "min_chars": 400}}],
+        "models": [
+            {"name": MODEL, "upstream": "openai/gpt-4o", "api_base": f"http://127.0.0.1:{up_port}/v1"}
+        ],
+        "workflows": [
+            {
+                "name": WORKFLOW,
+                "frontier": MODEL,
+                "trim": {
+                    "min_requests": args.min_requests,
+                    "holdout": args.holdout,
+                    "keep": sorted(KEEP),
+                    "min_chars": 400,
+                },
+            }
+        ],
     }
     (tmp / "tiergate.yaml").write_text(yaml.safe_dump(config))
     procs = []
     try:
         up = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port)])
         procs.append(up)
-        gw = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp / "tiergate.yaml"),
-                               "--port", str(gw_port)], cwd=ROOT, env={**os.environ, "TIERGATE_ADMIN_KEY": ""},
-                              stderr=open(tmp / "gateway.log", "wb"))
+        gw = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "serve",
+                "--config",
+                str(tmp / "tiergate.yaml"),
+                "--port",
+                str(gw_port),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "TIERGATE_ADMIN_KEY": ""},
+            stderr=open(tmp / "gateway.log", "wb"),
+        )
         procs.append(gw)
         wait_http(f"http://127.0.0.1:{up_port}/log", up)
         wait_http(f"http://127.0.0.1:{gw_port}/healthz", gw)
@@ -214,43 +273,73 @@ def main() -> None:
     empty = count_prompt_tokens([], None, MODEL)
     by_name = {t["function"]["name"]: t for t in TOOLS}
     full_schema = count_prompt_tokens([], TOOLS, MODEL) - empty
-    schema_after = sum(count_prompt_tokens([], [by_name[n] for n in names], MODEL) - empty if names else 0
-                       for names in offered)
+    schema_after = sum(
+        count_prompt_tokens([], [by_name[n] for n in names], MODEL) - empty if names else 0
+        for names in offered
+    )
     schema_before = full_schema * len(offered)
     engine = sa.create_engine(f"sqlite:///{tmp / 'ledger.db'}")
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT count(*), sum(prompt_tokens), sum(coalesce(prompt_tokens_before_trim, prompt_tokens)), "
-            "sum(coalesce(trim_saved_usd, 0)), sum(cost_usd), sum(CASE WHEN tools_dropped > 0 THEN 1 ELSE 0 END) "
-            "FROM requests")).one()
+        rows = conn.execute(
+            sa.text(
+                "SELECT count(*), sum(prompt_tokens), sum(coalesce(prompt_tokens_before_trim, prompt_tokens)), "
+                "sum(coalesce(trim_saved_usd, 0)), sum(cost_usd), sum(CASE WHEN tools_dropped > 0 THEN 1 ELSE 0 END) "
+                "FROM requests"
+            )
+        ).one()
     n, prompt_after, prompt_before, saved_usd, cost_usd, trimmed = rows
     missing = result["needed_missing"]
     holdout_missing = [m for m in missing if m["holdout"]]
-    after_restore = [m for m in missing if not m["holdout"] and result["new_tool_first_call"] is not None
-                     and m["request"] > result["new_tool_first_call"] + 20 * max(1, int(1 / max(args.holdout, 1e-3)))]
-    steady = offered[args.min_requests + 10:]
-    steady_after = sum(count_prompt_tokens([], [by_name[x] for x in names], MODEL) - empty if names else 0
-                       for names in steady)
-    print(f"\nTrimming through the gateway: {args.conversations} conversations, {n} requests "
-          f"({trimmed} trimmed), 40 tools offered, holdout {args.holdout:.0%}, {wall:.1f}s\n")
+    after_restore = [
+        m
+        for m in missing
+        if not m["holdout"]
+        and result["new_tool_first_call"] is not None
+        and m["request"] > result["new_tool_first_call"] + 20 * max(1, int(1 / max(args.holdout, 1e-3)))
+    ]
+    steady = offered[args.min_requests + 10 :]
+    steady_after = sum(
+        count_prompt_tokens([], [by_name[x] for x in names], MODEL) - empty if names else 0
+        for names in steady
+    )
+    print(
+        f"\nTrimming through the gateway: {args.conversations} conversations, {n} requests "
+        f"({trimmed} trimmed), 40 tools offered, holdout {args.holdout:.0%}, {wall:.1f}s\n"
+    )
     print("| measure | before | after | cut |")
     print("|---|---|---|---|")
-    print(f"| tool-schema tokens, all requests | {schema_before:,} | {schema_after:,} | "
-          f"{1 - schema_after / schema_before:.1%} |")
-    print(f"| tool-schema tokens, after warm-up (request {args.min_requests + 10}+) | {full_schema * len(steady):,} | "
-          f"{steady_after:,} | {1 - steady_after / max(1, full_schema * len(steady)):.1%} |")
-    print(f"| prompt tokens (ledger), all requests | {prompt_before:,} | {prompt_after:,} | "
-          f"{1 - prompt_after / prompt_before:.1%} |")
-    print(f"\ninput cost saved by trimming (ledger, gpt-4o list price): ${saved_usd:.4f} of ${cost_usd + saved_usd:.4f}")
-    print(f"conversations needing the new tool `cancel_order`: {result['new_tool_conversations']}, first call on "
-          f"request {result['new_tool_first_call']}")
-    print(f"held-out conversations: {result['holdout_conversations']}; of them left without a needed tool: "
-          f"{len(holdout_missing)}")
-    print(f"regular conversations left without a needed tool: {len(missing) - len(holdout_missing)} "
-          f"(before the holdout noticed the new tool: {len(missing) - len(holdout_missing) - len(after_restore)}; "
-          f"after: {len(after_restore)})")
-    print(f"\ncommand: python bench/trim/gateway_replay.py --conversations {args.conversations} --holdout {args.holdout} "
-          f"--min-requests {args.min_requests} --seed {args.seed}")
+    print(
+        f"| tool-schema tokens, all requests | {schema_before:,} | {schema_after:,} | "
+        f"{1 - schema_after / schema_before:.1%} |"
+    )
+    print(
+        f"| tool-schema tokens, after warm-up (request {args.min_requests + 10}+) | {full_schema * len(steady):,} | "
+        f"{steady_after:,} | {1 - steady_after / max(1, full_schema * len(steady)):.1%} |"
+    )
+    print(
+        f"| prompt tokens (ledger), all requests | {prompt_before:,} | {prompt_after:,} | "
+        f"{1 - prompt_after / prompt_before:.1%} |"
+    )
+    print(
+        f"\ninput cost saved by trimming (ledger, gpt-4o list price): ${saved_usd:.4f} of ${cost_usd + saved_usd:.4f}"
+    )
+    print(
+        f"conversations needing the new tool `cancel_order`: {result['new_tool_conversations']}, first call on "
+        f"request {result['new_tool_first_call']}"
+    )
+    print(
+        f"held-out conversations: {result['holdout_conversations']}; of them left without a needed tool: "
+        f"{len(holdout_missing)}"
+    )
+    print(
+        f"regular conversations left without a needed tool: {len(missing) - len(holdout_missing)} "
+        f"(before the holdout noticed the new tool: {len(missing) - len(holdout_missing) - len(after_restore)}; "
+        f"after: {len(after_restore)})"
+    )
+    print(
+        f"\ncommand: python bench/trim/gateway_replay.py --conversations {args.conversations} --holdout {args.holdout} "
+        f"--min-requests {args.min_requests} --seed {args.seed}"
+    )
 
 
 if __name__ == "__main__":

@@ -16,13 +16,17 @@ router = APIRouter()
 async def read_body(request: Request, cap: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > cap:
-        raise BodyTooLarge(f"The request body is {int(declared)} bytes; this gateway accepts at most {cap} bytes.")
+        raise BodyTooLarge(
+            f"The request body is {int(declared)} bytes; this gateway accepts at most {cap} bytes."
+        )
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > cap:
-            raise BodyTooLarge(f"The request body exceeds {cap} bytes, this gateway's limit (server.max_body_bytes).")
+            raise BodyTooLarge(
+                f"The request body exceeds {cap} bytes, this gateway's limit (server.max_body_bytes)."
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 

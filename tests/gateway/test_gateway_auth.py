@@ -7,7 +7,6 @@ import sqlite3
 import httpx
 import openai
 import pytest
-
 from conftest import UPSTREAM_KEY
 
 ADMIN = "admin-SECRET-key-for-tests-123"
@@ -42,9 +41,11 @@ def test_virtual_key_lifecycle_and_binding(start_gateway):
     for bad in ("sk-not-ours", "tg-forged-key"):
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=gw.v1, api_key=bad, max_retries=0).chat.completions.create(
-                model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+                model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+            )
     raw = openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0).chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "bound"}])
+        model="gpt-4o", messages=[{"role": "user", "content": "bound"}]
+    )
     assert raw.headers["x-tiergate-workflow"] == "support"
     row = gw.wait_records(1)[-1]
     assert row["key_id"] == created["id"]
@@ -52,7 +53,8 @@ def test_virtual_key_lifecycle_and_binding(start_gateway):
     assert admin(gw, "DELETE", f"/api/keys/{created['id']}").status_code == 200
     with pytest.raises(openai.AuthenticationError, match="revoked"):
         openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0).chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
     assert admin(gw, "DELETE", f"/api/keys/{created['id']}").status_code == 404
 
     bad = admin(gw, "POST", "/api/keys", json={"name": "x", "rate_limit_rpm": 0})
@@ -74,7 +76,9 @@ def test_rate_limit_per_key(start_gateway):
 
 def test_monthly_budget_per_key(start_gateway):
     gw = start_gateway(env={"TIERGATE_ADMIN_KEY": ADMIN})
-    key = admin(gw, "POST", "/api/keys", json={"name": "thrifty", "monthly_budget_usd": 0.00001}).json()["key"]
+    key = admin(gw, "POST", "/api/keys", json={"name": "thrifty", "monthly_budget_usd": 0.00001}).json()[
+        "key"
+    ]
     c = openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0)
     c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "spend " * 20}])
     gw.wait_records(1)
@@ -92,9 +96,24 @@ def test_open_mode_binds_loopback_only_and_says_so(start_gateway, tmp_path):
     port = free_port()
     cfg = tmp_path / "open.yaml"
     cfg.write_text(f"storage: {{url: 'sqlite:///{tmp_path}/o.db'}}\nmodels: []\n")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), "--host", "0.0.0.0",
-                             "--port", str(port)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--config",
+            str(cfg),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     try:
         line = proc.stderr.readline()
         assert "no admin key set" in line and "binding to 127.0.0.1 only" in line
@@ -120,5 +139,10 @@ def test_secrets_never_reach_logs_store_or_api(start_gateway, upstreams):
     dump = "\n".join(con.iterdump())
     con.close()
     for secret in (key, ADMIN, UPSTREAM_KEY):
-        for where, text in (("log", gw.proc.text()), ("store", dump), ("api", api_text), ("metrics", metrics_text)):
+        for where, text in (
+            ("log", gw.proc.text()),
+            ("store", dump),
+            ("api", api_text),
+            ("metrics", metrics_text),
+        ):
             assert secret not in text, f"secret leaked into the {where}"

@@ -7,21 +7,29 @@ import subprocess
 import sys
 
 import openai
-
 from conftest import ROOT
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        timeout=120,
+    )
 
 
 def test_workflows_table_matches_the_ledger(start_gateway):
     gw = start_gateway()
     c = openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0)
     for i in range(2):
-        c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"x{i}"}],
-                                  extra_headers={"X-Tiergate-Workflow": "booking"})
+        c.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": f"x{i}"}],
+            extra_headers={"X-Tiergate-Workflow": "booking"},
+        )
     gw.stop()
     out = cli("workflows", "--config", str(gw.config_path))
     assert out.returncode == 0, out.stderr
@@ -50,6 +58,8 @@ def test_tiktoken_counts_offline_without_a_download(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
     env["HOME"] = str(tmp_path)
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "2", "7"]

@@ -8,14 +8,16 @@ import sys
 import httpx
 import openai
 import pytest
-
 from conftest import ROOT
 
 
 def post(gw, body: bytes | str, headers: dict[str, str] | None = None) -> httpx.Response:
     data = body.encode() if isinstance(body, str) else body
-    return httpx.post(f"{gw.v1}/chat/completions", content=data,
-                      headers={"Content-Type": "application/json", **(headers or {})})
+    return httpx.post(
+        f"{gw.v1}/chat/completions",
+        content=data,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
 
 
 def assert_error(resp: httpx.Response, status: int, *, contains: str, param: str | None = None) -> None:
@@ -29,18 +31,30 @@ def assert_error(resp: httpx.Response, status: int, *, contains: str, param: str
 
 BAD_REQUESTS = [
     ("{not json", 400, "not valid JSON", None),
-        ("[1, 2]", 400, "must be a JSON object", None),
-        ('{"messages": [{"role": "user", "content": "x"}]}', 400, "`model` is required", "model"),
-        ('{"model": "gpt-4o"}', 400, "`messages` is required", "messages"),
-        ('{"model": "gpt-4o", "messages": "hello"}', 400, "`messages` is required", "messages"),
-        ('{"model": "gpt-4o", "messages": []}', 400, "non-empty array", "messages"),
-        ('{"model": "gpt-4o", "messages": ["hi"]}', 400, "`messages[0]` must be an object", "messages[0]"),
-        ('{"model": "gpt-4o", "messages": [{"role": "robot", "content": "x"}]}', 400, "`messages[0].role` is `robot`",
-         "messages[0].role"),
-        ('{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', 400,
-         "`stream` must be a boolean", "stream"),
-        ('{"model": "gpt-5-imaginary", "messages": [{"role": "user", "content": "x"}]}', 404,
-         "The model `gpt-5-imaginary` does not exist", "model"),
+    ("[1, 2]", 400, "must be a JSON object", None),
+    ('{"messages": [{"role": "user", "content": "x"}]}', 400, "`model` is required", "model"),
+    ('{"model": "gpt-4o"}', 400, "`messages` is required", "messages"),
+    ('{"model": "gpt-4o", "messages": "hello"}', 400, "`messages` is required", "messages"),
+    ('{"model": "gpt-4o", "messages": []}', 400, "non-empty array", "messages"),
+    ('{"model": "gpt-4o", "messages": ["hi"]}', 400, "`messages[0]` must be an object", "messages[0]"),
+    (
+        '{"model": "gpt-4o", "messages": [{"role": "robot", "content": "x"}]}',
+        400,
+        "`messages[0].role` is `robot`",
+        "messages[0].role",
+    ),
+    (
+        '{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
+        400,
+        "`stream` must be a boolean",
+        "stream",
+    ),
+    (
+        '{"model": "gpt-5-imaginary", "messages": [{"role": "user", "content": "x"}]}',
+        404,
+        "The model `gpt-5-imaginary` does not exist",
+        "model",
+    ),
 ]
 
 
@@ -85,21 +99,39 @@ def test_unknown_route_uses_openai_error_shape(start_gateway):
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "expect"),
     [
         ("models:\n  - name: a\n", "models[0].upstream: required key is missing"),
-        ("models:\n  - name: a\n    upstream: gpt-4o\n", "models[0].upstream: `gpt-4o` has no provider prefix"),
+        (
+            "models:\n  - name: a\n    upstream: gpt-4o\n",
+            "models[0].upstream: `gpt-4o` has no provider prefix",
+        ),
         ("serverr:\n  port: 1\n", "serverr: unknown key"),
         ("server:\n  port: -5\n", "server.port: Input should be greater than or equal to 0"),
         ("models: [\n", "line 2"),
-        ("models:\n  - {name: a, upstream: openai/a, fallbacks: [zz]}\n", "models[0].fallbacks: unknown model `zz`"),
-        ("workflows:\n  - {name: w, frontier: ghost}\n", "workflows[0] (`w`).frontier: unknown model `ghost`"),
-        ("auth:\n  admin_key: ${TG_SURELY_UNSET_VAR}\n", "auth.admin_key: environment variable `TG_SURELY_UNSET_VAR`"),
+        (
+            "models:\n  - {name: a, upstream: openai/a, fallbacks: [zz]}\n",
+            "models[0].fallbacks: unknown model `zz`",
+        ),
+        (
+            "workflows:\n  - {name: w, frontier: ghost}\n",
+            "workflows[0] (`w`).frontier: unknown model `ghost`",
+        ),
+        (
+            "auth:\n  admin_key: ${TG_SURELY_UNSET_VAR}\n",
+            "auth.admin_key: environment variable `TG_SURELY_UNSET_VAR`",
+        ),
     ],
 )
 def test_invalid_config_is_one_line_exit_2(tmp_path, text, expect):
@@ -116,4 +148,6 @@ def test_invalid_config_is_one_line_exit_2(tmp_path, text, expect):
 def test_missing_config_file_is_one_line(tmp_path):
     proc = run_cli("serve", "--config", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2
-    assert proc.stderr.strip().endswith("file not found; pass an existing file with --config or TIERGATE_CONFIG")
+    assert proc.stderr.strip().endswith(
+        "file not found; pass an existing file with --config or TIERGATE_CONFIG"
+    )

@@ -10,7 +10,10 @@ import pytest
 from gateway.identity import fingerprint_workflow, normalise_static
 
 SYSTEM = "You are the claims assistant for Acme Insurance. Today is {date}. Session {sid}."
-TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("lookup", "file_claim")]
+TOOLS = [
+    {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+    for n in ("lookup", "file_claim")
+]
 
 
 def client(gw) -> openai.OpenAI:
@@ -47,11 +50,15 @@ def test_workflow_from_header_metadata_and_fingerprint(start_gateway, upstreams)
     c = client(gw)
     user = {"role": "user", "content": "hi"}
     r1 = c.chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[user], extra_headers={"X-Tiergate-Workflow": "from-header"},
+        model="gpt-4o",
+        messages=[user],
+        extra_headers={"X-Tiergate-Workflow": "from-header"},
         metadata={"workflow": "ignored-because-header-wins"},
     )
     assert r1.headers["x-tiergate-workflow"] == "from-header"
-    r2 = c.chat.completions.with_raw_response.create(model="gpt-4o", messages=[user], metadata={"workflow": "from-meta"})
+    r2 = c.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[user], metadata={"workflow": "from-meta"}
+    )
     assert r2.headers["x-tiergate-workflow"] == "from-meta"
     # tiergate's own metadata is not forwarded to the provider
     assert "metadata" not in upstreams["frontier"].log()[-1]["body"]
@@ -71,7 +78,10 @@ def run_conversation(c, turns: int, *, extra_headers=None, tools=False) -> list[
     for t in range(turns):
         messages.append({"role": "user", "content": f"turn {t}"})
         raw = c.chat.completions.with_raw_response.create(
-            model="gpt-4o", messages=messages, extra_headers=extra_headers or {}, **({"tools": TOOLS} if tools else {})
+            model="gpt-4o",
+            messages=messages,
+            extra_headers=extra_headers or {},
+            **({"tools": TOOLS} if tools else {}),
         )
         convs.append(raw.headers["x-tiergate-conversation"])
         msg = raw.parse().choices[0].message
@@ -79,7 +89,9 @@ def run_conversation(c, turns: int, *, extra_headers=None, tools=False) -> list[
         if msg.tool_calls:
             echoed["tool_calls"] = [tc.model_dump() for tc in msg.tool_calls]
             messages.append(echoed)
-            messages.append({"role": "tool", "tool_call_id": msg.tool_calls[0].id, "content": json.dumps({"ok": True})})
+            messages.append(
+                {"role": "tool", "tool_call_id": msg.tool_calls[0].id, "content": json.dumps({"ok": True})}
+            )
         else:
             messages.append(echoed)
     return convs
@@ -103,7 +115,9 @@ def test_streamed_replies_stitch_too(start_gateway):
     messages = [{"role": "user", "content": "first"}]
     convs = []
     for t in range(3):
-        with c.chat.completions.with_streaming_response.create(model="gpt-4o", messages=messages, stream=True) as r:
+        with c.chat.completions.with_streaming_response.create(
+            model="gpt-4o", messages=messages, stream=True
+        ) as r:
             convs.append(r.headers["x-tiergate-conversation"])
             text = ""
             for line in r.iter_lines():

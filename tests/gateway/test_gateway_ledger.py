@@ -52,7 +52,10 @@ def check_records(rows: list[dict], n: int) -> None:
         assert r["status"] == 200 and r["error_type"] is None
         assert r["requested_model"] == r["served_model"] == "gpt-4o" and r["tier"] == "frontier"
         assert r["prompt_tokens"] > 0 and r["completion_tokens"] > 0 and not r["tokens_estimated"]
-        expected = r["prompt_tokens"] * price["input_cost_per_token"] + r["completion_tokens"] * price["output_cost_per_token"]
+        expected = (
+            r["prompt_tokens"] * price["input_cost_per_token"]
+            + r["completion_tokens"] * price["output_cost_per_token"]
+        )
         assert r["cost_usd"] == pytest.approx(expected)
         assert r["baseline_cost_usd"] == pytest.approx(expected)
         assert r["latency_ms"] > 0 and r["ttfb_ms"] is not None and r["ttfb_ms"] <= r["latency_ms"]
@@ -61,7 +64,9 @@ def check_records(rows: list[dict], n: int) -> None:
 
 
 def test_exactly_n_records_after_graceful_stop_sqlite(start_gateway):
-    gw = start_gateway({"ledger": {"flush_interval_ms": 2000, "batch_size": 1000}})  # nothing flushes before stop
+    gw = start_gateway(
+        {"ledger": {"flush_interval_ms": 2000, "batch_size": 1000}}
+    )  # nothing flushes before stop
     fire(gw, 120)
     assert_graceful(gw)
     check_records(gw.records(), 120)
@@ -88,15 +93,23 @@ def test_exactly_n_records_after_graceful_stop_postgres(start_gateway, pg_url):
 
 def test_missing_usage_is_counted_with_tiktoken_and_flagged(start_gateway, upstreams):
     gw = start_gateway()
-    upstreams["frontier"].script({"no_usage": True, "content": "four words right here"},
-                                 {"no_usage": True, "content": "streamed words"})
+    upstreams["frontier"].script(
+        {"no_usage": True, "content": "four words right here"},
+        {"no_usage": True, "content": "streamed words"},
+    )
     c = openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0)
     c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "count this please"}])
-    list(c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "and this"}], stream=True))
+    list(
+        c.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "and this"}], stream=True
+        )
+    )
     rows = gw.wait_records(2)
     assert [r["tokens_estimated"] for r in rows] == [True, True]
     assert rows[0]["completion_tokens"] == 4
-    assert rows[0]["prompt_tokens"] == count_prompt_tokens("gpt-4o", [{"role": "user", "content": "count this please"}])
+    assert rows[0]["prompt_tokens"] == count_prompt_tokens(
+        "gpt-4o", [{"role": "user", "content": "count this please"}]
+    )
     assert rows[1]["completion_tokens"] == count_text("gpt-4o", "streamed words")
     assert all(r["cost_usd"] > 0 for r in rows)
 
@@ -110,7 +123,9 @@ def test_config_price_override_wins(start_gateway):
 
 
 def test_pricebook_uses_litellm_map_and_cached_rate():
-    s = parse_settings("models:\n  - {name: m, upstream: openai/gpt-4o}\n  - {name: z, upstream: openai/no-such}\n", "t")
+    s = parse_settings(
+        "models:\n  - {name: m, upstream: openai/gpt-4o}\n  - {name: z, upstream: openai/no-such}\n", "t"
+    )
     book = PriceBook.from_settings(s)
     assert book.unpriced == ("z",)
     entry = load_litellm_price_map()["gpt-4o"]
@@ -124,17 +139,32 @@ def test_workflows_api_and_conversations(start_gateway):
     gw = start_gateway()
     c = openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0)
     for i in range(3):
-        c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"q{i}"}],
-                                  extra_headers={"X-Tiergate-Workflow": "support"})
-    c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "other"}],
-                              extra_headers={"X-Tiergate-Workflow": "claims"})
+        c.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": f"q{i}"}],
+            extra_headers={"X-Tiergate-Workflow": "support"},
+        )
+    c.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "other"}],
+        extra_headers={"X-Tiergate-Workflow": "claims"},
+    )
     gw.wait_records(4)
     data = httpx.get(f"{gw.url}/api/workflows").json()["data"]
     by = {d["workflow"]: d for d in data}
     assert by["support"]["requests"] == 3 and by["support"]["conversations"] == 3
     assert by["claims"]["requests"] == 1
-    for key in ("prompt_tokens", "completion_tokens", "cost_usd", "baseline_cost_usd", "savings_usd",
-                "p50_latency_ms", "p95_latency_ms", "first_seen", "last_seen"):
+    for key in (
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "baseline_cost_usd",
+        "savings_usd",
+        "p50_latency_ms",
+        "p95_latency_ms",
+        "first_seen",
+        "last_seen",
+    ):
         assert key in by["support"]
     convs = httpx.get(f"{gw.url}/api/workflows/support/conversations").json()["data"]
     assert len(convs) == 3 and all(cv["requests"] == 1 for cv in convs)

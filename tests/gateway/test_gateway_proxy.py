@@ -7,14 +7,21 @@ import json
 
 import openai
 import pytest
-
 from conftest import UPSTREAM_KEY
 
 TOOLS = [
-    {"type": "function", "function": {"name": "search_flights", "description": "Find flights",
-                                      "parameters": {"type": "object", "properties": {"to": {"type": "string"}},
-                                                     "required": ["to"]}}},
-    {"type": "function", "function": {"name": "book", "description": "Book", "parameters": {"type": "object"}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "search_flights",
+            "description": "Find flights",
+            "parameters": {"type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]},
+        },
+    },
+    {
+        "type": "function",
+        "function": {"name": "book", "description": "Book", "parameters": {"type": "object"}},
+    },
 ]
 SYSTEM = {"role": "system", "content": "You are a travel booking agent. Today is 2026-11-22."}
 
@@ -72,19 +79,25 @@ def test_every_field_passes_through_untouched(start_gateway, upstreams):
 def test_stream_passes_chunks_and_hides_usage_unless_asked(start_gateway, upstreams):
     gw = start_gateway()
     c = client(gw)
-    chunks = list(c.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "one two three four five six"}], stream=True
-    ))
+    chunks = list(
+        c.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "one two three four five six"}], stream=True
+        )
+    )
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     assert text == "frontier: one two three four five six"
     assert all(ch.usage is None for ch in chunks), "usage chunk leaked to a client that did not ask"
     # the gateway asked the upstream for usage anyway
     assert upstreams["frontier"].log()[-1]["body"]["stream_options"] == {"include_usage": True}
 
-    chunks = list(c.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "count me"}], stream=True,
-        stream_options={"include_usage": True},
-    ))
+    chunks = list(
+        c.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "count me"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
 
 
@@ -108,8 +121,11 @@ def test_async_client_concurrent_requests(start_gateway, upstreams):
     async def run() -> list[str]:
         ac = openai.AsyncOpenAI(base_url=gw.v1, api_key="x", max_retries=0)
         try:
+
             async def one(i: int) -> str:
-                r = await ac.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"q{i}"}])
+                r = await ac.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": f"q{i}"}]
+                )
                 return r.choices[0].message.content or ""
 
             async def one_stream(i: int) -> str:

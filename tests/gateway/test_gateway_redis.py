@@ -9,7 +9,6 @@ import time
 import httpx
 import openai
 import pytest
-
 from conftest import free_port, service_missing
 
 ADMIN = "admin-key-redis-tests"
@@ -21,8 +20,11 @@ def test_two_gateways_stitch_one_conversation_and_share_one_rate_limit(start_gat
     cfg = {"storage": {"url": f"sqlite:///{tmp_path / 'shared.db'}", "redis_url": redis_url}}
     a = start_gateway(cfg, env=env, name="a")
     b = start_gateway(cfg, env=env, name="b")
-    key = httpx.post(f"{a.url}/api/keys", json={"name": "shared", "rate_limit_rpm": 4},
-                     headers={"Authorization": f"Bearer {ADMIN}"}).json()["key"]
+    key = httpx.post(
+        f"{a.url}/api/keys",
+        json={"name": "shared", "rate_limit_rpm": 4},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    ).json()["key"]
     ca = openai.OpenAI(base_url=a.v1, api_key=key, max_retries=0)
     cb = openai.OpenAI(base_url=b.v1, api_key=key, max_retries=0)
 
@@ -68,13 +70,17 @@ def test_gateway_serves_on_when_redis_goes_away_and_recovers(start_gateway, tmp_
 
     rproc = start_redis()
     try:
-        gw = start_gateway({"storage": {"url": f"sqlite:///{tmp_path / 'r.db'}", "redis_url": f"redis://127.0.0.1:{port}/0"}})
+        gw = start_gateway(
+            {"storage": {"url": f"sqlite:///{tmp_path / 'r.db'}", "redis_url": f"redis://127.0.0.1:{port}/0"}}
+        )
         c = openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0)
         c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "before"}])
         rproc.terminate()
         rproc.wait(5)
         for i in range(3):
-            r = c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": f"during {i}"}])
+            r = c.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": f"during {i}"}]
+            )
             assert r.choices[0].message.content == f"frontier: during {i}"
         assert httpx.get(f"{gw.url}/healthz").json()["redis"] == {"configured": True, "degraded": True}
         rproc = start_redis()

@@ -16,7 +16,9 @@ def client(gw) -> openai.OpenAI:
 def test_429_and_500_are_retried_then_succeed(start_gateway, upstreams):
     gw = start_gateway()
     upstreams["frontier"].script({"status": 429, "retry_after": "0"}, {"status": 500})
-    resp = client(gw).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "persist"}])
+    resp = client(gw).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "persist"}]
+    )
     assert resp.choices[0].message.content == "frontier: persist"
     assert upstreams["frontier"].stats()["requests"] == 3
     rows = gw.wait_records(1)
@@ -52,20 +54,34 @@ def test_all_failing_gives_502_in_openai_shape(start_gateway, upstreams):
     gw = start_gateway()
     upstreams["frontier"].script(*[{"status": 500}] * 3)
     upstreams["cheap"].script({"status": 500})
-    resp = httpx.post(f"{gw.v1}/chat/completions", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})
+    resp = httpx.post(
+        f"{gw.v1}/chat/completions", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+    )
     assert resp.status_code == 502
     assert "error" in resp.json()
 
 
 def test_slow_upstream_times_out_per_model(start_gateway, upstreams):
-    gw = start_gateway({"models": [
-        {"name": "slow", "upstream": "openai/slow", "api_base": upstreams["frontier"].api_base, "timeout": 0.5,
-         "max_retries": 0},
-    ]})
+    gw = start_gateway(
+        {
+            "models": [
+                {
+                    "name": "slow",
+                    "upstream": "openai/slow",
+                    "api_base": upstreams["frontier"].api_base,
+                    "timeout": 0.5,
+                    "max_retries": 0,
+                },
+            ]
+        }
+    )
     upstreams["frontier"].script({"delay": 3})
     t0 = time.monotonic()
-    resp = httpx.post(f"{gw.v1}/chat/completions", json={"model": "slow", "messages": [{"role": "user", "content": "x"}]},
-                      timeout=10)
+    resp = httpx.post(
+        f"{gw.v1}/chat/completions",
+        json={"model": "slow", "messages": [{"role": "user", "content": "x"}]},
+        timeout=10,
+    )
     assert time.monotonic() - t0 < 2.5
     assert resp.status_code == 504
     assert resp.json()["error"]["code"] == "upstream_timeout"
@@ -75,8 +91,11 @@ def test_slow_upstream_times_out_per_model(start_gateway, upstreams):
 def test_upstream_breaking_mid_stream_ends_the_stream_with_an_error_event(start_gateway, upstreams):
     gw = start_gateway()
     upstreams["frontier"].script({"content": "a b c d e f", "chunks": 6, "disconnect_after": 2})
-    with httpx.stream("POST", f"{gw.v1}/chat/completions", json={
-        "model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}) as resp:
+    with httpx.stream(
+        "POST",
+        f"{gw.v1}/chat/completions",
+        json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    ) as resp:
         body = b"".join(resp.iter_bytes())
     assert resp.status_code == 200
     assert b'"content":"a"' in body.replace(b" ", b"")
@@ -89,8 +108,11 @@ def test_client_disconnect_cancels_the_upstream_stream(start_gateway, upstreams)
     gw = start_gateway()
     words = " ".join(f"w{i}" for i in range(200))
     upstreams["frontier"].script({"content": words, "chunks": 200, "chunk_delay": 0.05})
-    with httpx.stream("POST", f"{gw.v1}/chat/completions", json={
-        "model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}) as resp:
+    with httpx.stream(
+        "POST",
+        f"{gw.v1}/chat/completions",
+        json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    ) as resp:
         seen = 0
         for _ in resp.iter_raw():
             seen += 1
