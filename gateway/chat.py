@@ -279,7 +279,7 @@ class ChatService:
     ) -> Identity:
         messages = body["messages"]
         auto_name, fingerprint = fingerprint_workflow(messages, body.get("tools"))
-        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        metadata: dict[str, Any] = body["metadata"] if isinstance(body.get("metadata"), dict) else {}
         workflow, source = auto_name, "fingerprint"
         if headers.get("x-tiergate-workflow"):
             workflow, source = headers["x-tiergate-workflow"][:200], "header"

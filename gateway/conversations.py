@@ -30,7 +30,7 @@ class ConversationIndex:
             if values is not None:
                 for v in values:
                     if v:
-                        conv, _, turn = v.decode().rpartition("|")
+                        conv, _, turn = (v.decode() if isinstance(v, bytes) else v).rpartition("|")
                         return conv, int(turn)
                 return None
         for c in candidates:

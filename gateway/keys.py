@@ -14,6 +14,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, insert, select, update
@@ -61,7 +62,7 @@ def hash_key(key: str) -> str:
 
 def create_key(engine: Engine, spec: KeyCreate) -> KeyCreated:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = {
+    row: dict[str, Any] = {
         "id": uuid.uuid4().hex,
         "name": spec.name,
         "key_hash": hash_key(key),
