@@ -231,6 +231,17 @@ class StreamAccumulator:
             return True
         return True
 
+    def reframe(self, lines: list[bytes]) -> bytes:
+        """Complete SSE lines in, the bytes the client gets out: each event ends in a blank line."""
+        out = bytearray()
+        for line in lines:
+            if line.startswith(b"data:"):
+                if self.feed(line[5:].strip()):
+                    out += line.rstrip(b"\r") + b"\n\n"
+            elif line.strip():
+                out += line.rstrip(b"\r") + b"\n"
+        return bytes(out)
+
     def reply(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"role": "assistant", "content": "".join(self.content)}
         if self.tool_calls:
@@ -568,16 +579,22 @@ class ChatService:
 
         async def relay() -> AsyncIterator[bytes]:
             finished = False
+            pending = b""
             try:
-                async for line in opened.lines:
+                async for block in opened.lines:
                     if record.ttfb_ms is None:
                         record.ttfb_ms = (time.perf_counter() - t0) * 1000
-                    if line.startswith(b"data:"):
-                        if not acc.feed(line[5:].strip()):
-                            continue
-                        yield line.rstrip(b"\r\n") + b"\n\n"
-                    elif line.strip():
-                        yield line
+                    pending += block
+                    if b"\n" not in pending:
+                        continue
+                    *complete, pending = pending.split(b"\n")
+                    out = acc.reframe(complete)
+                    if out:
+                        yield out
+                if pending.strip():
+                    out = acc.reframe([pending])
+                    if out:
+                        yield out
                 finished = True
             except GatewayError as exc:
                 record.error_type = exc.error_type  # headers went out as 200: the client sees a cut stream

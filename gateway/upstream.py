@@ -46,7 +46,7 @@ class Completion:
 
 @dataclass
 class OpenStream:
-    """An upstream stream whose status was OK; `lines` yields its raw SSE lines."""
+    """An upstream stream whose status was OK; `lines` yields its raw SSE bytes in arbitrary blocks."""
 
     model: ModelConfig
     lines: AsyncIterator[bytes]
@@ -211,9 +211,11 @@ class Upstreams:
             resp = await self._post(model, upstream_body(model, body, stream=True))
 
             async def lines() -> AsyncIterator[bytes]:
+                # whatever bytes have arrived, not line by line: the relay re-frames events itself,
+                # and one write per read instead of per event halves streaming overhead (bench/overhead)
                 try:
-                    async for line in resp.content:
-                        yield line
+                    async for block in resp.content.iter_any():
+                        yield block
                 except TimeoutError:
                     raise UpstreamTimeout(f"upstream `{model.name}` stream timed out") from None
                 except aiohttp.ClientError as exc:
