@@ -145,4 +145,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    from gateway.loop import wire
+
+    wire(app)  # payback, proposals, compile jobs, canary and the dashboard (gateway/loop.py)
     return app

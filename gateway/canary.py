@@ -184,7 +184,8 @@ class CanaryMetrics:
 
 
 def canary_metrics(engine: Engine, workflow: str, since: float) -> CanaryMetrics:
-    bad = (R.c.status >= 400) | R.c.error_type.is_not(None)
+    # a client that hangs up mid-stream is not the model's error
+    bad = (R.c.status >= 400) | (R.c.error_type.is_not(None) & (R.c.error_type != "client_disconnected"))
     with engine.connect() as conn:
         led = conn.execute(
             select(

@@ -162,7 +162,7 @@ def _register_optional(module: str) -> None:
 
 def main() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    for module in ("router.cli", "compiler.cli"):
+    for module in ("gateway.loop_cli", "router.cli", "compiler.cli"):
         _register_optional(module)
     app()
 

@@ -154,15 +154,15 @@ def register(app: typer.Typer) -> None:
         admin_key: KeyOpt = None,
     ) -> None:
         """Approve a proposal: its compile job is queued and the gateway's loop starts it."""
-        body = {"by": _who(by), "note": note}
+        who = _who(by)
+        body = {"by": who, "note": note}
         if url:
             out = _api(url, admin_key, "POST", f"/api/proposals/{proposal_id}/approve", body)
             prop, job = out["proposal"], out["job"]
         else:
             from gateway.proposals import approve
 
-            prop, job = _local(config, lambda s, c, e: approve(e, proposal_id, by=body["by"], note=note,
-                                                               settings=s, cfg=c))
+            prop, job = _local(config, lambda s, c, e: approve(e, proposal_id, by=who, note=note, settings=s, cfg=c))
         typer.echo(f"proposal {prop['id']} ({prop['workflow']}) approved by {prop['decided_by']}; "
                    f"compile job {job['id']} queued, output in {job['out_dir']}")
 
@@ -176,13 +176,14 @@ def register(app: typer.Typer) -> None:
         admin_key: KeyOpt = None,
     ) -> None:
         """Reject a proposal; it is not raised again until the workflow's prompt changes."""
-        body = {"by": _who(by), "note": note}
+        who = _who(by)
+        body = {"by": who, "note": note}
         if url:
             prop = _api(url, admin_key, "POST", f"/api/proposals/{proposal_id}/reject", body)["proposal"]
         else:
             from gateway.proposals import reject
 
-            prop = _local(config, lambda s, c, e: reject(e, proposal_id, by=body["by"], note=note))
+            prop = _local(config, lambda s, c, e: reject(e, proposal_id, by=who, note=note))
         typer.echo(f"proposal {prop['id']} ({prop['workflow']}) rejected by {prop['decided_by']}")
 
     @app.command()
@@ -211,17 +212,30 @@ def register(app: typer.Typer) -> None:
     def demo(
         yes: Annotated[bool, typer.Option("--yes", help="approve the proposal without waiting for a person")] = False,
         exit_: Annotated[bool, typer.Option("--exit", help="stop when the demo ends instead of serving the dashboard")] = False,
-        conversations: Annotated[int, typer.Option("--conversations", min=20, max=100_000,
-                                                   help="conversations replayed before the compile")] = 600,
+        conversations: Annotated[int, typer.Option("--conversations", min=10, max=100_000,
+                                                   help="conversations replayed first (more follow until the "
+                                                        "payback point)")] = 600,
         port: Annotated[int, typer.Option(help="gateway port (0 = any free one)")] = 8080,
         workdir: Annotated[str | None, typer.Option(help="folder for the demo's store, config and jobs")] = None,
-        compile_steps: Annotated[int | None, typer.Option(help="training steps for the scratch model")] = None,
+        compile_steps: Annotated[int | None, typer.Option(help="training steps for the scratch model (600)")] = None,
+        compile_set: Annotated[list[str] | None, typer.Option(
+            "--compile-set", help="passed to `tiergate compile --set`, e.g. data.variants_per_path=10")] = None,
+        compile_cost: Annotated[float, typer.Option(
+            help="compile cost the payback uses (a scratch model on this CPU; production default $65)")] = 1.0,
+        compile_command: Annotated[str | None, typer.Option(
+            hidden=True, help="replaces `tiergate compile` (same arguments follow it)")] = None,
+        serve_command: Annotated[str | None, typer.Option(
+            hidden=True, help="replaces `tiergate serve-model`; {artifact}, {port}, {script} are filled in")] = None,
     ) -> None:
         """Offline demo: simulated providers, travel-booking traffic, proposal, compile, canary, switch."""
+        import shlex
+
         from gateway.demo import DemoError, run_demo
 
         try:
             run_demo(yes=yes, exit_after=exit_, conversations=conversations, port=port, workdir=workdir,
-                     compile_steps=compile_steps)
+                     compile_steps=compile_steps, compile_sets=tuple(compile_set or ()),
+                     compile_command=tuple(shlex.split(compile_command or "")),
+                     serve_command=tuple(shlex.split(serve_command or "")), compile_cost=compile_cost)
         except DemoError as exc:
             raise _fail(str(exc), exc.code) from None

@@ -100,3 +100,36 @@ samples = Table(
     Column("score", Float, doc="sampled comparison against the frontier, 0..1"),
     Index("ix_loop_samples_workflow_ts", "workflow", "ts"),
 )
+
+# Hourly sums of the ledger, so pages and threshold checks read thousands of rows, not millions.
+# Rows before `loop_meta.rollup_until` are folded in here; later ones are read live (see loop_rollup.py).
+rollup = Table(
+    "loop_rollup",
+    metadata,
+    Column("workflow", String(200), nullable=False),
+    Column("fingerprint", String(32), nullable=False, doc="'' when the ledger had none"),
+    Column("tier", String(16), nullable=False),
+    Column("requested_model", String(200), nullable=False),
+    Column("hour", Float, nullable=False, doc="start of the hour, unix seconds"),
+    Column("requests", Integer, nullable=False),
+    Column("conversations", Integer, nullable=False, doc="first turns: each conversation has exactly one"),
+    Column("errors", Integer, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("baseline", Float, nullable=False),
+    Column("cost_ok", Float, nullable=False, doc="cost of the successful requests only"),
+    Column("prompt_ok", Integer, nullable=False),
+    Column("completion_ok", Integer, nullable=False),
+    Column("trimmed", Integer, nullable=False, doc="prompt tokens trimming removed"),
+    Column("trim_saved", Float, nullable=False, doc="USD trimming saved (the ledger's trim_saved_usd)"),
+    Column("min_first_prompt", Integer, doc="smallest first-turn prompt: the static part's estimate"),
+    Column("first_ts", Float, nullable=False),
+    Column("last_ts", Float, nullable=False),
+    Index("ix_loop_rollup_workflow", "workflow", "hour"),
+)
+
+meta = Table(
+    "loop_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Float, nullable=False),
+)

@@ -17,6 +17,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+
 class LoopConfigError(ValueError):
     """The config's `loop:` section is unusable; the message names the key and the fix."""
 
@@ -46,7 +47,9 @@ class LoopConfig:
     compile_command: tuple[str, ...] = ()  # default: this Python running `gateway.cli compile`
     compile_args: tuple[str, ...] = ("--base-model", "scratch:tiny")  # appended after FLOWCHART --out DIR
     max_resumes: int = 1  # restarts of a compile whose process vanished, before the job fails
-    poll_interval_s: float = 1.0  # how often the loop looks at jobs, canaries and thresholds
+    poll_interval_s: float = 1.0  # how often the loop looks at jobs and canaries
+    threshold_interval_s: float = 30.0  # how often it checks thresholds and folds the ledger rollup
+    rollup_lag_s: float = 900.0  # ledger hours are folded this long after they end (> the longest request)
     # --- canary and switch
     compiled_models: dict[str, str] = field(default_factory=dict)  # workflow -> configured model serving it
     serve_command: tuple[str, ...] | None = ()  # () = `gateway.cli serve-model`; null = served elsewhere (vLLM)
@@ -55,6 +58,10 @@ class LoopConfig:
     min_quality: float = 0.85  # mean sampled comparison score below this rolls back
     max_error_rate: float = 0.1  # error share of canary requests above this rolls back
     min_samples: int = 5  # samples needed before quality or error rate can roll back
+    compare_share: float = 0.2  # during the canary: share of compiled-side requests also asked of the frontier
+    compiled_compare_share: float = 0.02  # after promotion: the sampled comparison goes on, more sparsely
+    static_prompt_tokens: dict[str, int] = field(default_factory=dict)  # workflow -> static prompt tokens per
+    # request (procedure, preload, tool schemas); default: the smallest first-turn prompt seen
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> LoopConfig:
@@ -81,6 +88,11 @@ class LoopConfig:
                 if not isinstance(value, dict):
                     raise LoopConfigError(f"loop.compiled_models: `{value}` must map workflow names to model names")
                 out[key] = {str(k): str(v) for k, v in value.items()}
+            elif key == "static_prompt_tokens":
+                if not isinstance(value, dict) or not all(isinstance(v, int) and v >= 0 for v in value.values()):
+                    raise LoopConfigError(
+                        f"loop.static_prompt_tokens: `{value}` must map workflow names to token counts (>= 0)")
+                out[key] = {str(k): int(v) for k, v in value.items()}
             elif key == "compile_cost_usd" and value is None:
                 out[key] = None
             elif key == "jobs_dir":
@@ -97,6 +109,9 @@ class LoopConfig:
         cfg = cls(**out)
         if not 0.0 <= cfg.canary_share <= 1.0:
             raise LoopConfigError(f"loop.canary_share: `{cfg.canary_share}` must lie between 0 and 1")
+        for key in ("compare_share", "compiled_compare_share"):
+            if not 0.0 <= getattr(cfg, key) <= 1.0:
+                raise LoopConfigError(f"loop.{key}: `{getattr(cfg, key)}` must lie between 0 and 1")
         if not 0.0 <= cfg.min_quality <= 1.0:
             raise LoopConfigError(f"loop.min_quality: `{cfg.min_quality}` must lie between 0 and 1")
         return cfg
@@ -174,9 +189,10 @@ def payback(usage: WorkflowUsage, cfg: LoopConfig) -> Payback:
     per_day = conv / usage.days if usage.days > 0 else 0.0
     if saving > 0:
         # round(..., 9) first: 65 / 0.13 must be 500, not 501 from float noise
-        pay: int | None = max(0, math.ceil(round(cost / saving, 9)))
-        threshold: int | None = max(pay or 0, cfg.min_conversations)
-        days = pay / per_day if per_day > 0 else None
+        count = max(0, math.ceil(round(cost / saving, 9)))
+        pay: int | None = count
+        threshold: int | None = max(count, cfg.min_conversations)
+        days: float | None = count / per_day if per_day > 0 else None
     else:
         pay, threshold, days = None, None, None
     progress = min(1.0, conv / threshold) if threshold else (1.0 if threshold == 0 else 0.0)

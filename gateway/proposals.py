@@ -19,13 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, case, func, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.loop_rollup import totals
 from gateway.loop_schema import jobs, proposals, routes
 from gateway.payback import LoopConfig, Payback, WorkflowUsage, payback
-from gateway.schema import requests as R
 from gateway.settings import Settings
 
 MIN_SPAN_S = 60.0  # a rate measured over less than a minute is noise; floor the span
@@ -58,26 +58,32 @@ class WorkflowStatus:
 
 
 def _fingerprint_groups(engine: Engine, workflow: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Per workflow and prompt fingerprint: traffic sums, in one grouped query over the ledger."""
-    ok = R.c.status < 400
-    stmt = select(
-        R.c.workflow,
-        R.c.prompt_fingerprint,
-        func.count().label("requests"),
-        func.count(func.distinct(R.c.conversation)).label("conversations"),
-        func.coalesce(func.sum(case((ok, R.c.cost_usd), else_=0.0)), 0.0).label("cost_usd"),
-        func.coalesce(func.sum(case((ok, R.c.prompt_tokens), else_=0)), 0).label("prompt_tokens"),
-        func.coalesce(func.sum(case((ok, R.c.completion_tokens), else_=0)), 0).label("completion_tokens"),
-        func.min(case((R.c.turn == 1, R.c.prompt_tokens))).label("min_first_prompt"),
-        func.min(R.c.ts).label("first_ts"),
-        func.max(R.c.ts).label("last_ts"),
-    ).group_by(R.c.workflow, R.c.prompt_fingerprint)
-    if workflow is not None:
-        stmt = stmt.where(R.c.workflow == workflow)
+    """Per workflow and prompt fingerprint: traffic sums (hourly rollup + live tail, see loop_rollup).
+
+    Cost is everything spent, shadow calls included; requests and tokens are the clients' own, since
+    they are what a compiled model would serve.
+    """
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in totals(engine, ("workflow", "fingerprint", "tier"), workflow=workflow):
+        g = groups.setdefault((row["workflow"], row["fingerprint"]), {
+            "workflow": row["workflow"], "prompt_fingerprint": row["fingerprint"], "requests": 0, "conversations": 0,
+            "cost_usd": 0.0, "prompt_tokens": 0, "completion_tokens": 0, "min_first_prompt": None,
+            "first_ts": row["first_ts"], "last_ts": row["last_ts"],
+        })
+        g["cost_usd"] += row["cost_ok"]
+        g["first_ts"] = min(g["first_ts"], row["first_ts"])
+        g["last_ts"] = max(g["last_ts"], row["last_ts"])
+        if row["tier"] == "shadow":
+            continue
+        g["requests"] += row["requests"]
+        g["conversations"] += row["conversations"]
+        g["prompt_tokens"] += row["prompt_ok"]
+        g["completion_tokens"] += row["completion_ok"]
+        if row["min_first_prompt"] is not None:
+            g["min_first_prompt"] = min(row["min_first_prompt"], g["min_first_prompt"] or row["min_first_prompt"])
     out: dict[str, list[dict[str, Any]]] = {}
-    with engine.connect() as conn:
-        for row in conn.execute(stmt).mappings():
-            out.setdefault(row["workflow"], []).append(dict(row))
+    for g in groups.values():
+        out.setdefault(g["workflow"], []).append(g)
     return out
 
 
@@ -106,10 +112,6 @@ def usage_of(group: dict[str, Any], static_prompt_tokens: int | None) -> Workflo
     )
 
 
-def _static_override(settings: Settings | None, workflow: str) -> int | None:
-    wf = settings.workflow(workflow) if settings is not None else None
-    value = (wf.model_extra or {}).get("static_prompt_tokens") if wf is not None else None
-    return int(value) if value is not None else None
 
 
 def _proposal_row(row: Any) -> dict[str, Any]:
@@ -134,7 +136,7 @@ def workflow_statuses(
     for wf, gs in sorted(groups.items()):
         stab = stability_of(gs, cfg.stability_window_s, now)
         current = next(g for g in gs if g["prompt_fingerprint"] == stab.fingerprint)
-        pb = payback(usage_of(current, _static_override(settings, wf)), cfg)
+        pb = payback(usage_of(current, cfg.static_prompt_tokens.get(wf)), cfg)
         out.append(WorkflowStatus(wf, stab, pb, modes.get(wf, "frontier"), props.get((wf, stab.fingerprint or ""))))
     return out
 
@@ -163,7 +165,7 @@ def raise_due(engine: Engine, cfg: LoopConfig, settings: Settings | None = None,
                     workflow=st.workflow, fingerprint=fp, kind="recompile" if recompile else "compile",
                     status="open", created=now, numbers=json.dumps(st.payback.as_dict()),
                 ))
-                raised.append(int(res.inserted_primary_key[0]))
+                raised.append(int(res.inserted_primary_key[0]))  # type: ignore[index]
         except IntegrityError:
             continue  # another gateway raised it a moment ago
     return raised
@@ -237,7 +239,7 @@ def approve(
                 workflow=wf.name, proposal_id=proposal_id, state="queued", progress=0.0, detail="{}",
                 out_dir=str(out_dir), flowchart=str(flowchart.resolve()), attempts=0, created=now, updated=now,
             ))
-            job_id = int(res.inserted_primary_key[0])
+            job_id = int(res.inserted_primary_key[0])  # type: ignore[index]
     except IntegrityError:
         raise Conflict(
             f"A compile job for `{wf.name}` is already running; wait for it (GET /api/jobs) before approving another."

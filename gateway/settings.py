@@ -133,6 +133,14 @@ class Settings(_Strict):
     source: str = Field(default="<defaults>", description="where this came from; set by the loader")
     digest: str = Field(default="", description="sha256 of the file's text; stored with what it produced")
 
+    @field_validator("loop")
+    @classmethod
+    def _loop_section(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from gateway.payback import LoopConfig
+
+        LoopConfig.from_dict(value)  # raises ValueError naming the key; the section stays plain data
+        return value
+
     @model_validator(mode="after")
     def _cross_check(self) -> Settings:
         names = [m.name for m in self.models]
@@ -246,7 +254,10 @@ def parse_settings(text: str, source: str) -> Settings:
             msg = "required key is missing"
         if not err["loc"]:  # a cross-field check: its message names the key itself
             raise ConfigError(f"{source}: {msg}") from None
-        raise ConfigError(f"{source}: {_loc(tuple(err['loc']))}: {msg}") from None
+        loc = _loc(tuple(err["loc"]))
+        if msg.startswith(loc + "."):  # the message already names the key below `loc`
+            raise ConfigError(f"{source}: {msg}") from None
+        raise ConfigError(f"{source}: {loc}: {msg}") from None
 
 
 def default_config_text() -> str:

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import time
 from functools import cache
@@ -34,9 +35,11 @@ from gateway import canary
 from gateway.deps import state
 from gateway.errors import GatewayError, PermissionDenied
 from gateway.jobs import get_job, list_jobs
+from gateway.loop_rollup import totals
 from gateway.payback import LoopConfig
 from gateway.proposals import approve, list_proposals, reject, workflow_statuses
 from gateway.schema import requests as R
+from gateway.schema import route_labels
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 COOKIE = "tg_dashboard"
@@ -176,88 +179,105 @@ async def logout(request: Request, csrf: str = Form("")) -> Response:
 # ---------------------------------------------------------------------- queries (SQL aggregates)
 
 
-def overview_numbers(engine: Engine, prices: Any) -> dict[str, Any]:
-    """Spend, baseline and savings by rung, in one grouped query over the ledger."""
-    trimmed = func.coalesce(R.c.prompt_tokens_before_trim - R.c.prompt_tokens, 0)
-    stmt = select(
-        R.c.tier, R.c.requested_model,
-        func.count().label("requests"),
-        func.coalesce(func.sum(R.c.cost_usd), 0.0).label("cost"),
-        func.coalesce(func.sum(R.c.baseline_cost_usd), 0.0).label("baseline"),
-        func.coalesce(func.sum(case((trimmed > 0, trimmed), else_=0)), 0).label("trimmed"),
-    ).group_by(R.c.tier, R.c.requested_model)
-    with engine.connect() as conn:
-        rows = conn.execute(stmt).mappings().all()
+def overview_numbers(engine: Engine) -> dict[str, Any]:
+    """Spend, baseline and savings by rung, from the hourly rollup plus the live tail.
+
+    The ledger's baseline is the requested model on the untrimmed prompt, so savings = baseline - spend;
+    trimming's share is its recorded `trim_saved_usd`, compile's is what compiled requests saved, and
+    routing's is the rest (its shadow calls, the price of learning, included), as in `tiergate workflows`.
+    """
+    rows = totals(engine, ("tier",))
     spend = sum(r["cost"] for r in rows)
-    rungs = {"routing": 0.0, "trimming": 0.0, "compile": 0.0}
-    baseline = 0.0
-    for r in rows:
-        trim_usd = r["trimmed"] * prices.rate(r["requested_model"]).input
-        baseline += r["baseline"] + trim_usd
-        rungs["trimming"] += trim_usd
-        if r["tier"] == "routed":
-            rungs["routing"] += r["baseline"] - r["cost"]
-        elif r["tier"] == "compiled":
-            rungs["compile"] += r["baseline"] - r["cost"]
+    baseline = sum(r["baseline"] for r in rows)
     savings = baseline - spend
+    # a compiled request's stripped prompt is compile's saving, not trimming's
+    trimming = sum(r["trim_saved"] for r in rows if r["tier"] != "compiled")
+    compile_ = sum(r["baseline"] - r["cost"] for r in rows if r["tier"] == "compiled")
+    rungs = {"routing": savings - trimming - compile_, "trimming": trimming, "compile": compile_}
     return {"spend": spend, "baseline": baseline, "savings": savings,
             "ratio": savings / baseline if baseline else 0.0, "rungs": rungs,
-            "requests": sum(r["requests"] for r in rows)}
+            "requests": sum(r["requests"] for r in rows if r["tier"] != "shadow")}
 
 
 def workflow_table(engine: Engine) -> dict[str, dict[str, Any]]:
-    stmt = select(
-        R.c.workflow,
-        func.count().label("requests"),
-        func.count(func.distinct(R.c.conversation)).label("conversations"),
-        func.coalesce(func.sum(R.c.cost_usd), 0.0).label("cost"),
-        func.coalesce(func.sum(R.c.baseline_cost_usd), 0.0).label("baseline"),
-        func.max(R.c.ts).label("last_seen"),
-    ).group_by(R.c.workflow)
-    with engine.connect() as conn:
-        return {r["workflow"]: dict(r) for r in conn.execute(stmt).mappings()}
+    out: dict[str, dict[str, Any]] = {}
+    for r in totals(engine, ("workflow", "tier")):
+        w = out.setdefault(r["workflow"], {"requests": 0, "conversations": 0, "cost": 0.0, "baseline": 0.0,
+                                           "last_seen": r["last_ts"]})
+        w["cost"] += r["cost"]
+        w["baseline"] += r["baseline"]
+        w["last_seen"] = max(w["last_seen"], r["last_ts"])
+        if r["tier"] != "shadow":
+            w["requests"] += r["requests"]
+            w["conversations"] += r["conversations"]
+    return out
 
 
 def workflow_series(engine: Engine, workflow: str, buckets: int = 40) -> dict[str, Any]:
-    with engine.connect() as conn:
-        lo, hi = conn.execute(select(func.min(R.c.ts), func.max(R.c.ts)).where(R.c.workflow == workflow)).one()
-        if lo is None:
-            return {"points": [], "tiers": [], "tokens": {}, "reasons": []}
-        width = max(1.0, (hi - lo) / buckets)
-        bucket = func.cast((R.c.ts - lo) / width, R.c.turn.type)
-        pts = conn.execute(
+    """Cost and volume over time, tokens and the routing share of one workflow.
+
+    Spans over two days come hourly from the rollup; shorter ones (a demo, a new workflow) are
+    bucketed from the ledger through its (workflow, ts) index.
+    """
+    by_tier = totals(engine, ("tier",), workflow=workflow)
+    if not by_tier:
+        return {"points": [], "tiers": [], "tokens": {}, "reasons": [], "tools": [], "labels": {"n": 0, "good": 0}}
+    lo = min(t["first_ts"] for t in by_tier)
+    hi = max(t["last_ts"] for t in by_tier)
+    keys = ("requests", "conversations", "cost", "baseline")
+    if hi - lo > 2 * 86400:
+        hours = sorted(totals(engine, ("hour",), workflow=workflow), key=lambda r: r["hour"])
+        width = max(1, math.ceil(len(hours) / (buckets * 3)))  # merge hours so a chart has ~120 points at most
+        points: list[dict[str, Any]] = []
+        for i in range(0, len(hours), width):
+            chunk = hours[i:i + width]
+            points.append({"t": chunk[0]["hour"], **{k: sum(h[k] for h in chunk) for k in keys}})
+    else:
+        width_s = max(1.0, (hi - lo) / buckets)
+        bucket = func.cast((R.c.ts - lo) / width_s, R.c.turn.type)
+        stmt = (
             select(bucket.label("b"), func.count().label("requests"),
-                   func.count(func.distinct(R.c.conversation)).label("conversations"),
+                   func.coalesce(func.sum(case((R.c.turn == 1, 1), else_=0)), 0).label("conversations"),
                    func.sum(R.c.cost_usd).label("cost"), func.sum(R.c.baseline_cost_usd).label("baseline"))
             .where(R.c.workflow == workflow).group_by(bucket).order_by(bucket)
-        ).mappings().all()
-        tiers = conn.execute(
-            select(R.c.tier, func.count().label("requests"), func.sum(R.c.cost_usd).label("cost"),
-                   func.sum(R.c.baseline_cost_usd).label("baseline"))
-            .where(R.c.workflow == workflow).group_by(R.c.tier).order_by(R.c.tier)
-        ).mappings().all()
-        tokens = conn.execute(
-            select(func.coalesce(func.sum(R.c.prompt_tokens), 0).label("prompt"),
-                   func.coalesce(func.sum(R.c.completion_tokens), 0).label("completion"),
-                   func.coalesce(func.sum(R.c.cached_tokens), 0).label("cached"),
-                   func.coalesce(func.sum(case((R.c.prompt_tokens_before_trim > R.c.prompt_tokens,
-                                                R.c.prompt_tokens_before_trim - R.c.prompt_tokens), else_=0)),
-                                 0).label("trimmed"),
-                   func.sum(case((R.c.status >= 400, 1), else_=0)).label("errors"))
-            .where(R.c.workflow == workflow)
-        ).mappings().one()
+        )
+        with engine.connect() as conn:
+            points = [{"t": lo + p["b"] * width_s, **{k: p[k] for k in keys}} for p in conn.execute(stmt).mappings()]
+    with engine.connect() as conn:
         reasons = conn.execute(
             select(R.c.route_reason, R.c.served_model, func.count().label("n"))
-            .where(and_(R.c.workflow == workflow, R.c.route_reason.is_not(None)))
+            .where(and_(R.c.workflow == workflow, R.c.ts >= hi - 86400, R.c.route_reason.is_not(None)))
             .group_by(R.c.route_reason, R.c.served_model).order_by(func.count().desc()).limit(10)
         ).mappings().all()
-    return {
-        "points": [{"t": lo + p["b"] * width, **{k: p[k] for k in ("requests", "conversations", "cost", "baseline")}}
-                   for p in pts],
-        "tiers": [dict(t) for t in tiers],
-        "tokens": dict(tokens),
-        "reasons": [dict(r) for r in reasons],
+        called = conn.execute(
+            select(R.c.tools_called, func.count().label("n"))
+            .where(and_(R.c.workflow == workflow, R.c.ts >= hi - 86400, R.c.tools_called.is_not(None)))
+            .group_by(R.c.tools_called).order_by(func.count().desc()).limit(200)
+        ).all()
+        labels = conn.execute(
+            select(func.count(), func.coalesce(func.sum(case((route_labels.c.good, 1), else_=0)), 0))
+            .where(route_labels.c.workflow == workflow)
+        ).one()
+        cached = conn.execute(
+            select(func.coalesce(func.sum(R.c.cached_tokens), 0)).where(and_(R.c.workflow == workflow,
+                                                                            R.c.ts >= hi - 86400))
+        ).scalar_one()
+    tokens = {
+        "prompt": sum(t["prompt_ok"] for t in by_tier),
+        "completion": sum(t["completion_ok"] for t in by_tier),
+        "trimmed": sum(t["trimmed"] for t in by_tier),
+        "errors": sum(t["errors"] for t in by_tier),
+        "cached_24h": cached,
     }
+    tiers = [{"tier": t["tier"], "requests": t["requests"], "cost": t["cost"], "baseline": t["baseline"]}
+             for t in sorted(by_tier, key=lambda t: t["tier"])]
+    tools: dict[str, int] = {}
+    for names, n in called:
+        for name in names.split(","):
+            tools[name] = tools.get(name, 0) + n
+    return {"points": points, "tiers": tiers, "tokens": tokens, "reasons": [dict(r) for r in reasons],
+            "labels": {"n": int(labels[0]), "good": int(labels[1])},
+            "tools": sorted(tools.items(), key=lambda kv: -kv[1])[:20]}
 
 
 # ---------------------------------------------------------------------- pages
@@ -274,7 +294,7 @@ async def overview(request: Request) -> Response:
 
     def gather() -> dict[str, Any]:
         return {
-            "totals": overview_numbers(st.engine, st.prices),
+            "totals": overview_numbers(st.engine),
             "table": workflow_table(st.engine),
             "statuses": {s.workflow: s.as_dict() for s in workflow_statuses(st.engine, cfg, st.settings)},
             "open_proposals": list_proposals(st.engine, "open"),

@@ -44,7 +44,7 @@
 
   function lines(div, series, times, kind) {
     var names = Object.keys(series);
-    var W = 600, H = 180, pad = 34;
+    var W = 600, H = 180, pad = 52;
     var svg = el("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "line chart" }, div);
     var all = [];
     names.forEach(function (n) { all = all.concat(series[n].map(Number)); });

@@ -7,7 +7,7 @@ import sqlite3
 import httpx
 import openai
 import pytest
-from conftest import UPSTREAM_KEY
+from tg_testing import UPSTREAM_KEY
 
 ADMIN = "admin-SECRET-key-for-tests-123"
 
@@ -91,7 +91,7 @@ def test_open_mode_binds_loopback_only_and_says_so(start_gateway, tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT, free_port
+    from tg_testing import ROOT, free_port
 
     port = free_port()
     cfg = tmp_path / "open.yaml"

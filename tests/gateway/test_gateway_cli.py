@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import openai
-from conftest import ROOT
+from tg_testing import ROOT
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

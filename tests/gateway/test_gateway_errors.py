@@ -8,7 +8,7 @@ import sys
 import httpx
 import openai
 import pytest
-from conftest import ROOT
+from tg_testing import ROOT
 
 
 def post(gw, body: bytes | str, headers: dict[str, str] | None = None) -> httpx.Response:

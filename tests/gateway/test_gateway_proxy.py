@@ -7,7 +7,7 @@ import json
 
 import openai
 import pytest
-from conftest import UPSTREAM_KEY
+from tg_testing import UPSTREAM_KEY
 
 TOOLS = [
     {

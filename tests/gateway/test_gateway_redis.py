@@ -9,7 +9,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import free_port, service_missing
+from tg_testing import free_port, service_missing
 
 ADMIN = "admin-key-redis-tests"
 pytestmark = pytest.mark.redis

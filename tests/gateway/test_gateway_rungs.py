@@ -435,7 +435,7 @@ def test_rung_config_errors_name_workflow_and_key(tmp_path, section, expect):
     import sys
 
     import yaml
-    from conftest import ROOT
+    from tg_testing import ROOT
 
     cfg = {
         "models": [

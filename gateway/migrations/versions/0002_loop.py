@@ -90,9 +90,42 @@ def upgrade() -> None:
         sa.Column("score", sa.Float),
     )
     op.create_index("ix_loop_samples_workflow_ts", "loop_samples", ["workflow", "ts"])
+    op.create_table(
+        "loop_rollup",
+        sa.Column("workflow", sa.String(200), nullable=False),
+        sa.Column("fingerprint", sa.String(32), nullable=False),
+        sa.Column("tier", sa.String(16), nullable=False),
+        sa.Column("requested_model", sa.String(200), nullable=False),
+        sa.Column("hour", sa.Float, nullable=False),
+        sa.Column("requests", sa.Integer, nullable=False),
+        sa.Column("conversations", sa.Integer, nullable=False),
+        sa.Column("errors", sa.Integer, nullable=False),
+        sa.Column("cost", sa.Float, nullable=False),
+        sa.Column("baseline", sa.Float, nullable=False),
+        sa.Column("cost_ok", sa.Float, nullable=False),
+        sa.Column("prompt_ok", sa.Integer, nullable=False),
+        sa.Column("completion_ok", sa.Integer, nullable=False),
+        sa.Column("trimmed", sa.Integer, nullable=False),
+        sa.Column("trim_saved", sa.Float, nullable=False),
+        sa.Column("min_first_prompt", sa.Integer),
+        sa.Column("first_ts", sa.Float, nullable=False),
+        sa.Column("last_ts", sa.Float, nullable=False),
+    )
+    op.create_index("ix_loop_rollup_workflow", "loop_rollup", ["workflow", "hour"])
+    op.create_table(
+        "loop_meta",
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Float, nullable=False),
+    )
+    # the live tail (`ts >= rollup_until`) across all workflows needs its own index
+    op.create_index("ix_requests_ts", "requests", ["ts"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_requests_ts", "requests")
+    op.drop_table("loop_meta")
+    op.drop_index("ix_loop_rollup_workflow", "loop_rollup")
+    op.drop_table("loop_rollup")
     op.drop_index("ix_loop_samples_workflow_ts", "loop_samples")
     op.drop_table("loop_samples")
     op.drop_index("ix_loop_switches_workflow_ts", "loop_switches")
