@@ -457,3 +457,20 @@ def test_rung_config_errors_name_workflow_and_key(tmp_path, section, expect):
     assert len(out.stderr.strip().splitlines()) == 1 and "wf1" in out.stderr and expect in out.stderr, (
         out.stderr
     )
+
+
+def test_free_text_shadow_answers_are_labelled_by_the_configured_judge(start_gateway, upstreams):
+    gw = start_gateway(
+        workflow("chatty", route={"kind": "learned", "shadow_share": 1.0, "min_labels": 50}, judge="gpt-4o")
+    )
+    # frontier answers the client, then (as the judge) grades the cheap shadow answer
+    upstreams["frontier"].script({"content": "Paris is the capital."}, {"content": "YES"},
+                                 {"content": "It is Canberra."}, {"content": "NO"})
+    upstreams["cheap"].script({"content": "The capital is Paris."}, {"content": "Sydney, I think."})
+    ask(gw, "chatty", "capital of France?")
+    wait_for(lambda: len(label_rows(gw)) >= 1, what="the first judged label")
+    ask(gw, "chatty", "capital of Australia?")
+    labels = wait_for(lambda: (lambda rows: rows if len(rows) >= 2 else None)(label_rows(gw)), what="two labels")
+    assert [(lab["good"], lab["how"]) for lab in labels] == [(True, "judge gpt-4o"), (False, "judge gpt-4o")]
+    judge_prompt = upstreams["frontier"].log()[1]["body"]["messages"][0]["content"]
+    assert "Reply with exactly one word: YES or NO" in judge_prompt and "The capital is Paris." in judge_prompt
