@@ -1,0 +1,189 @@
+"""Settings for each compile stage: one dataclass per stage, field help is the only documentation.
+
+Precedence is defaults < file < command line::
+
+    cfg = load_compile_config("configs/compile.yaml", overrides={"train.max_steps": 50})
+    cfg.train.learning_rate
+
+The config's hash (``config_hash``) is stored with every artifact so a number traces to its settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A compile config file or override is wrong; the message names the key and how to fix it."""
+
+
+@dataclass
+class DataConfig:
+    max_loops: int = field(default=1, metadata={"help": "Times a loop is unrolled when enumerating paths."})
+    path_budget: int | None = field(
+        default=400, metadata={"help": "Most paths kept; past it paths are sampled so every edge stays covered."}
+    )
+    eval_share: float = field(default=0.2, metadata={"help": "Share of paths held out for the eval gate."})
+    variants_per_path: int = field(
+        default=40, metadata={"help": "Conversations rendered per training path (different slots / utterances)."}
+    )
+    eval_variants_per_path: int = field(default=8, metadata={"help": "Conversations rendered per held-out path."})
+    max_eval_conversations: int = field(
+        default=40, metadata={"help": "Cap on held-out conversations driven by the simulator (CPU time)."}
+    )
+    max_train_conversations: int = field(
+        default=2000, metadata={"help": "Cap on training conversations (sampled evenly over paths)."}
+    )
+    traffic: str | None = field(
+        default=None, metadata={"help": "JSONL of logged conversations (OpenAI chat format) to add to training."}
+    )
+    teacher_model: str | None = field(
+        default=None, metadata={"help": "litellm model that renders conversations; None renders offline."}
+    )
+    simulator_model: str | None = field(
+        default=None, metadata={"help": "litellm model playing the user in teacher mode."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for sampling, splitting and rendering."})
+
+
+@dataclass
+class TrainConfig:
+    base_model: str = field(
+        default="scratch:tiny", metadata={"help": "`scratch:<size>`, a local HF folder or a hub id."}
+    )
+    lora: bool = field(default=False, metadata={"help": "Refused for compile: procedural knowledge is not low-rank."})
+    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps (overrides epochs when > 0)."})
+    epochs: float = field(default=3.0, metadata={"help": "Epochs when max_steps <= 0."})
+    batch_size: int = field(default=8, metadata={"help": "Conversations per device per step."})
+    grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
+    learning_rate: float = field(default=5e-3, metadata={"help": "Peak learning rate (cosine schedule)."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps spent warming up."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_length: int = field(
+        default=2048, metadata={"help": "Tokens per conversation (at most the model's positions); longer are truncated."}
+    )
+    eval_steps: int = field(default=250, metadata={"help": "Steps between held-out loss checks / checkpoints."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the best is always kept)."})
+    logging_steps: int = field(default=50, metadata={"help": "Steps between progress lines."})
+    vocab_size: int = field(default=1024, metadata={"help": "Vocabulary of the scratch tokenizer."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 training; None means on when CUDA is present."})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads; None keeps torch's default."})
+    resume: bool = field(default=True, metadata={"help": "Resume from the last checkpoint in the output folder."})
+    seed: int = field(default=0, metadata={"help": "Training seed."})
+
+
+@dataclass
+class GateConfig:
+    min_node_accuracy: float = field(default=0.95, metadata={"help": "Held-out node accuracy to pass."})
+    min_success_rate: float = field(default=0.90, metadata={"help": "Held-out full-conversation success to pass."})
+    min_tool_accuracy: float = field(default=0.0, metadata={"help": "Held-out exact tool-call rate to pass."})
+    min_judge_score: float = field(default=0.0, metadata={"help": "Mean judge score (1-5) to pass when judged."})
+    max_new_tokens: int = field(default=96, metadata={"help": "Greedy decoding limit per agent turn."})
+    max_turns: int = field(default=40, metadata={"help": "Agent turns after which a conversation is cut off."})
+    teacher_model: str | None = field(
+        default=None, metadata={"help": "litellm model also evaluated on the same paths, for comparison."}
+    )
+    judge_model: str | None = field(
+        default=None, metadata={"help": "litellm model scoring the paper's five criteria 1-5; None skips it."}
+    )
+
+
+@dataclass
+class CompileConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Short sha256 of the canonical settings, stored beside what they produced."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _coerce(section: str, key: str, value: Any, current: Any, kind: Any) -> Any:
+    if value is None:
+        return None
+    text = str(kind)
+    try:
+        if isinstance(current, bool) or text.startswith("bool"):
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                if low in ("none", "null", "auto"):
+                    return None
+                raise ValueError(value)
+            return bool(value)
+        if text.startswith("int"):
+            return int(value)
+        if text.startswith("float"):
+            return float(value)
+        if isinstance(value, str) and value.strip().lower() in ("none", "null") and "None" in text:
+            return None
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"`{section}.{key}` = `{value}` is not a valid {text}; give a value of that type."
+        ) from None
+
+
+def apply_values(cfg: CompileConfig, values: dict[str, Any], source: str) -> CompileConfig:
+    """Merge a nested ``{section: {key: value}}`` dict or dotted ``{"section.key": value}`` dict."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                flat[f"{key}.{sub}"] = v
+        else:
+            flat[key] = value
+    sections = {f.name: f for f in fields(cfg)}
+    for dotted, value in flat.items():
+        section, _, key = dotted.partition(".")
+        if section not in sections or not key:
+            raise ConfigError(
+                f"{source}: unknown key `{dotted}`; use one of the sections {sorted(sections)} as `section.key`."
+            )
+        obj = getattr(cfg, section)
+        known = {f.name: f for f in fields(obj)}
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key `{dotted}`; known keys in `{section}`: {sorted(known)}.")
+        setattr(obj, key, _coerce(section, key, value, getattr(obj, key), known[key].type))
+    return cfg
+
+
+def load_compile_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> CompileConfig:
+    """Build the config: dataclass defaults, then the YAML file, then command-line overrides."""
+    cfg = CompileConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"compile config `{p}` does not exist; pass an existing YAML file or none.")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"compile config `{p}` is not valid YAML ({exc}); fix the syntax.") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"compile config `{p}` must be a mapping of sections; got {type(raw).__name__}.")
+        apply_values(cfg, raw, str(p))
+    if overrides:
+        apply_values(cfg, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    return cfg
+
+
+def describe(cls: type) -> dict[str, str]:
+    """Field help of a stage dataclass, for ``--help`` texts."""
+    return {f.name: f.metadata.get("help", "") for f in fields(cls)}

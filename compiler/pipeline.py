@@ -1,0 +1,259 @@
+"""python -m compiler.pipeline FLOWCHART --out DIR [--config configs/compile.yaml] [--set train.max_steps=600]
+
+The whole compile: flowchart -> paths -> conversations -> split -> train -> eval -> artifact. Each stage
+writes its output with a metadata JSON beside it, which later stages (and people) read back:
+
+    DIR/data/train.jsonl, eval.jsonl, heldout.jsonl + data/meta.json   (paths, coverage, counts)
+    DIR/run/                                                            (checkpoints, progress.json, model/)
+    DIR/eval/report.json + report.md                                    (the gate)
+    DIR/artifact/  (HF folder + manifest.json) only when the gate passes, else DIR/gate-report.md
+    DIR/compile.json                                                    (stage timings, config, outcome)
+
+``eval.jsonl`` drives the simulator; ``heldout.jsonl`` (same held-out paths, other slot values) is
+the held-out loss that picks the best checkpoint, so the gate's own conversations stay unseen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import CompileConfig, load_compile_config
+from .train import parse_sets, write_json_atomic
+
+EVAL_VARIANT_BASE = 10_000
+HELDOUT_VARIANT_BASE = 20_000
+
+
+@dataclass
+class CompileResult:
+    """Plain-data outcome for the CLI, the bench and the gateway's job runner."""
+
+    workflow: str
+    out_dir: str
+    passed: bool
+    artifact: str | None
+    report: str
+    reasons: list[str]
+    metrics: dict[str, Any]
+    data: dict[str, Any]
+    train: dict[str, Any]
+    stages: dict[str, float] = field(default_factory=dict)
+    config_hash: str = ""
+
+
+def _write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _spread(rows: list[dict[str, Any]], cap: int) -> list[dict[str, Any]]:
+    """At most ``cap`` rows, evenly over the list (which is grouped by path), so every path keeps some."""
+    if cap <= 0 or len(rows) <= cap:
+        return rows
+    step = len(rows) / cap
+    return [rows[int(i * step)] for i in range(cap)]
+
+
+def build_data(fc: Any, cfg: CompileConfig, out: Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Paths, split and rendered conversations; returns the metadata written to ``data/meta.json``."""
+    from .paths import enumerate_paths
+    from .render import render_offline, render_teacher
+    from .split import edges_covered, split_by_path
+
+    d = cfg.data
+    ps = enumerate_paths(fc, max_loops=d.max_loops, budget=d.path_budget, seed=d.seed)
+    train_paths, eval_paths = split_by_path(ps.paths, d.eval_share, d.seed)
+
+    def render(path: Any, variant: int) -> dict[str, Any]:
+        if d.teacher_model:
+            return render_teacher(fc, path, d.teacher_model, d.simulator_model or d.teacher_model,
+                                  seed=d.seed * 1_000_003 + variant)
+        return render_offline(fc, path, seed=d.seed, variant=variant)
+
+    train_rows = [render(p, v) for p in train_paths for v in range(d.variants_per_path)]
+    train_rows = _spread(train_rows, d.max_train_conversations)
+    eval_rows = [render(p, EVAL_VARIANT_BASE + v) for p in eval_paths for v in range(d.eval_variants_per_path)]
+    eval_rows = _spread(eval_rows, d.max_eval_conversations)
+    # no path could be held out (tree-shaped chart): held-out loss falls back to unseen slot values
+    loss_paths = eval_paths or train_paths
+    heldout_rows = [render(p, HELDOUT_VARIANT_BASE + v) for p in loss_paths for v in range(2)]
+    traffic_rows = 0
+    if d.traffic:
+        from .traffic import load_traffic, merge_conversations
+
+        logged = load_traffic(d.traffic, fc)
+        before = len(train_rows)
+        train_rows = merge_conversations(train_rows, logged)
+        traffic_rows = len(train_rows) - before
+    data_dir = out / "data"
+    _write_jsonl(data_dir / "train.jsonl", train_rows)
+    _write_jsonl(data_dir / "eval.jsonl", eval_rows)
+    _write_jsonl(data_dir / "heldout.jsonl", heldout_rows)
+    covered_train = edges_covered(train_paths)
+    meta = {
+        "workflow": fc.name,
+        "flowchart_hash": fc.digest(),
+        "paths": {
+            "total": len(ps.paths),
+            "enumerated_total": ps.total,
+            "train": len(train_paths),
+            "eval": len(eval_paths),
+            "sampled": ps.sampled,
+            "method": ps.method,
+            "max_loops": d.max_loops,
+        },
+        "coverage": {
+            "node_coverage": ps.node_coverage,
+            "edge_coverage": ps.edge_coverage,
+            "train_edge_coverage": round(len(covered_train) / len(fc.edges), 4) if fc.edges else 1.0,
+            "uncovered_nodes": list(ps.uncovered_nodes),
+            "uncovered_edges": list(ps.uncovered_edges),
+        },
+        "conversations": {
+            "train": len(train_rows),
+            "eval": len(eval_rows),
+            "heldout_loss": len(heldout_rows),
+            "traffic_added": traffic_rows,
+        },
+        "mode": "teacher" if d.teacher_model else "offline",
+        "eval_path_ids": [p.id for p in eval_paths],
+    }
+    write_json_atomic(data_dir / "meta.json", meta)
+    echo(
+        f"paths {len(ps.paths)} ({len(train_paths)} train / {len(eval_paths)} eval), "
+        f"node coverage {ps.node_coverage:.0%}, edge coverage {ps.edge_coverage:.0%}; "
+        f"conversations {len(train_rows)} train / {len(eval_rows)} eval"
+    )
+    return meta
+
+
+def count_tokens(tokenizer: Any, rows: Sequence[Mapping[str, Any]]) -> int:
+    from .train import normalise_row
+
+    total = 0
+    for r in rows:
+        n = normalise_row(r)
+        ids = tokenizer.apply_chat_template(n["messages"], tools=json.loads(n["tools"]) or None, tokenize=True,
+                                            return_dict=True)["input_ids"]
+        total += len(ids)
+    return total
+
+
+def compile_workflow(
+    flowchart: str | Path,
+    out_dir: str | Path,
+    cfg: CompileConfig | None = None,
+    echo: Callable[[str], None] = print,
+) -> CompileResult:
+    """Run every stage; the artifact is written only if the gate passes (``CompileResult.passed``)."""
+    from .artifact import Manifest, write_artifact, write_gate_failure
+    from .base_model import check_base_model
+    from .flowchart import check, load_flowchart
+
+    cfg = cfg or CompileConfig()
+    check_base_model(cfg.train.base_model, lora=cfg.train.lora)  # refuse before any work
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stages: dict[str, float] = {}
+    t = time.monotonic()
+    fc = check(load_flowchart(flowchart))
+    meta = build_data(fc, cfg, out, echo)
+    stages["data"] = round(time.monotonic() - t, 2)
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    from .train import read_jsonl, train
+
+    t = time.monotonic()
+    train_rows = read_jsonl(out / "data" / "train.jsonl")
+    result = train(train_rows, read_jsonl(out / "data" / "heldout.jsonl"), out / "run", cfg.train, echo=echo)
+    stages["train"] = round(time.monotonic() - t, 2)
+
+    from .base_model import load_trained
+    from .evaluate import evaluate, write_report
+    from .simulate import LiteLLMPolicy, ModelPolicy, procedure_text
+
+    t = time.monotonic()
+    model, tok = load_trained(result.model_dir)
+    meta["tokens"] = {"train": count_tokens(tok, train_rows)}
+    teacher = LiteLLMPolicy(cfg.gate.teacher_model, procedure_text(fc)) if cfg.gate.teacher_model else None
+    report = evaluate(fc, read_jsonl(out / "data" / "eval.jsonl"), ModelPolicy(model, tok, cfg.gate.max_new_tokens),
+                      cfg.gate, teacher=teacher, echo=echo)
+    report_path = write_report(report, out / "eval", {"model": result.model_dir, "flowchart": str(flowchart)})
+    stages["eval"] = round(time.monotonic() - t, 2)
+
+    manifest = Manifest(
+        workflow=fc.name,
+        flowchart_hash=fc.digest(),
+        base_model=cfg.train.base_model,
+        data={"paths": meta["paths"], "conversations": meta["conversations"], "tokens": meta["tokens"]},
+        coverage=meta["coverage"],
+        eval=asdict(report.model) | {"passed": report.passed, "thresholds": report.thresholds},
+        config_hash=cfg.config_hash(),
+        system_prompt=fc.system_prompt,
+        tools=[dict(x) for x in fc.tools],
+    )
+    t = time.monotonic()
+    artifact: Path | None = None
+    if report.passed:
+        artifact = write_artifact(result.model_dir, out / "artifact", manifest, report)
+        gate_report = out / "gate-report.md"
+        if gate_report.exists():
+            gate_report.unlink()
+        echo(f"gate passed: artifact at {artifact}")
+    else:
+        import shutil
+
+        if (out / "artifact").exists():
+            shutil.rmtree(out / "artifact")
+        path = write_gate_failure(out, manifest, report)
+        echo(f"gate FAILED ({'; '.join(report.reasons)}); report at {path}")
+    stages["artifact"] = round(time.monotonic() - t, 2)
+    outcome = CompileResult(
+        workflow=fc.name,
+        out_dir=str(out),
+        passed=report.passed,
+        artifact=str(artifact) if artifact else None,
+        report=str(report_path),
+        reasons=report.reasons,
+        metrics=asdict(report.model),
+        data=meta,
+        train={k: v for k, v in asdict(result).items() if k != "losses"},
+        stages=stages,
+        config_hash=cfg.config_hash(),
+    )
+    write_json_atomic(out / "compile.json", asdict(outcome) | {"config": cfg.to_dict()})
+    return outcome
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m compiler.pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("flowchart", help="workflow flowchart (.yaml, .mmd, .dot)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--config", default=None, help="compile YAML (configs/compile.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.max_steps=50")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        cfg = load_compile_config(args.config, parse_sets(args.set))
+        result = compile_workflow(args.flowchart, args.out, cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"passed": result.passed, "metrics": result.metrics, "stages": result.stages}, indent=2))
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,211 @@
+"""Scratch base models: a small Llama-style model plus a tokenizer trained on the conversations at hand.
+
+``scratch:<size>`` lets the whole compile pipeline run offline (no hub, no weights to download) and
+keeps CPU training fast: a byte-level BPE vocabulary of ~1k tokens learnt from the workflow's own
+conversations makes sequences short, and slot values copy in few tokens::
+
+    tok = train_tokenizer(conversations, vocab_size=1024)
+    model = build_model("tiny", tok)
+
+The chat template renders tools compactly (``name(arg, ...)``) and tool calls as
+``<tool_call>name {json}</tool_call>``; ``parse_assistant_text`` is its inverse. Assistant turns sit in
+``{% generation %}`` blocks, end-of-turn token included, so TRL's ``assistant_only_loss`` masks
+everything else and the model learns to stop.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PAD, BOS, END = "<|pad|>", "<|bos|>", "<|end|>"
+ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|tools|>")
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+SPECIAL_TOKENS = (PAD, BOS, END, *ROLE_TOKENS, CALL_OPEN, CALL_CLOSE)
+
+CHAT_TEMPLATE = (
+    "{%- for m in messages %}"
+    "{%- if m.role == 'system' %}<|system|>{{ m.content }}<|end|>"
+    "{%- elif m.role == 'user' %}<|user|>{{ m.content }}<|end|>"
+    "{%- elif m.role == 'tool' %}<|tool|>{{ m.content }}<|end|>"
+    "{%- elif m.role == 'assistant' %}<|assistant|>{% generation %}{{ m.content or '' }}"
+    "{%- for c in (m.tool_calls or []) %}<tool_call>{{ c.function.name }} "
+    "{{ c.function.arguments if c.function.arguments is string else (c.function.arguments | tojson) }}"
+    "</tool_call>{%- endfor %}<|end|>{% endgeneration %}"
+    "{%- endif %}"
+    "{%- if loop.first and tools %}<|tools|>"
+    "{%- for t in tools %}{%- set f = t.function if t.function is defined else t %}{{ f.name }}("
+    "{%- if f.parameters is defined and f.parameters.properties is defined %}"
+    "{{ f.parameters.properties.keys() | list | join(', ') }}{%- endif %})"
+    "{%- if not loop.last %}; {% endif %}{%- endfor %}<|end|>"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}<|assistant|>{%- endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ScratchSize:
+    """Shape of a scratch Llama; sizes are picked for CPU (tiny/small) or one GPU (100m, 300m)."""
+
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    max_positions: int = 2048
+
+
+SIZES: dict[str, ScratchSize] = {
+    "micro": ScratchSize(hidden=64, layers=2, heads=4, intermediate=192, max_positions=1024),
+    "tiny": ScratchSize(hidden=128, layers=4, heads=4, intermediate=384, max_positions=2048),
+    "small": ScratchSize(hidden=384, layers=6, heads=6, intermediate=1024),
+    "100m": ScratchSize(hidden=768, layers=12, heads=12, intermediate=2304, max_positions=4096),
+    "300m": ScratchSize(hidden=1024, layers=20, heads=16, intermediate=2816, max_positions=4096),
+}
+
+
+class ScratchError(ValueError):
+    """A `scratch:<size>` spec is wrong."""
+
+
+def parse_spec(spec: str) -> ScratchSize:
+    """``scratch:tiny`` -> its size; unknown sizes name the known ones."""
+    name = spec.split(":", 1)[1] if spec.startswith("scratch:") else spec
+    if name not in SIZES:
+        raise ScratchError(f"unknown scratch size `{name}`; use one of {', '.join('scratch:' + s for s in SIZES)}.")
+    return SIZES[name]
+
+
+def _tool_line(tools: Iterable[Mapping[str, Any]]) -> str:
+    parts = []
+    for t in tools:
+        f = t.get("function", t)
+        props = (f.get("parameters") or {}).get("properties") or {}
+        parts.append(f"{f.get('name', '')}({', '.join(props)})")
+    return "; ".join(parts)
+
+
+def conversation_texts(conv: Mapping[str, Any]) -> Iterator[str]:
+    """The strings a conversation renders to, for tokenizer training (same pieces the template emits)."""
+    tools = conv.get("tools") or []
+    if isinstance(tools, str):
+        tools = json.loads(tools)
+    if tools:
+        yield _tool_line(tools)
+    for m in conv.get("messages", []):
+        if m.get("content"):
+            yield str(m["content"])
+        for call in m.get("tool_calls") or []:
+            fn = call.get("function", {})
+            args = fn.get("arguments", "")
+            yield f"{fn.get('name', '')} {args if isinstance(args, str) else json.dumps(args)}"
+
+
+def train_tokenizer(conversations: Iterable[Mapping[str, Any]], vocab_size: int = 1024) -> Any:
+    """Byte-level BPE learnt on the conversations, wrapped as a transformers fast tokenizer with our template."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [t for conv in conversations for t in conversation_texts(conv)]
+    if not texts:
+        raise ScratchError("no conversations to train the scratch tokenizer on; render the flowchart first.")
+    tok = Tokenizer(models.BPE())
+    # Words and the runs between them are separate pre-tokens, so a slot value is the same token in the
+    # user's sentence (" Prague") and in the JSON arguments ('"Prague"'): copying it is an identity copy,
+    # which a tiny model learns far sooner than a per-value mapping between two spellings. Runs of
+    # punctuation still merge ('": "'), which keeps tool JSON short.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"\w+|[^\w]+"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=END,
+        pad_token=PAD,
+        additional_special_tokens=list(SPECIAL_TOKENS[3:]),
+    )
+    wrapped.chat_template = CHAT_TEMPLATE
+    return wrapped
+
+
+def build_model(spec: str, tokenizer: Any, seed: int = 0) -> Any:
+    """A randomly initialised LlamaForCausalLM sized by ``spec`` for ``tokenizer``'s vocabulary."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    size = parse_spec(spec)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=size.hidden,
+        intermediate_size=size.intermediate,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
+        num_key_value_heads=size.heads,
+        max_position_embeddings=size.max_positions,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+_CALL_RE = re.compile(re.escape(CALL_OPEN) + r"\s*([^\s{]+)\s*(.*?)" + re.escape(CALL_CLOSE), re.S)
+
+
+def parse_assistant_text(text: str) -> dict[str, Any]:
+    """Decoded model output (template format) -> an OpenAI assistant message with ``tool_calls``.
+
+    Arguments that are not valid JSON are kept as the raw string, so the eval gate can count the call
+    as wrong instead of crashing.
+    """
+    text = text.split(END, 1)[0]
+    calls = []
+    for match in _CALL_RE.finditer(text):
+        name, args = match.group(1), match.group(2).strip()
+        try:
+            args = json.dumps(json.loads(args))
+        except ValueError:
+            pass
+        calls.append(
+            {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": name, "arguments": args}}
+        )
+    content = _CALL_RE.sub("", text)
+    if CALL_OPEN in content:  # an unterminated call: keep what follows as the call's raw text
+        head, _, tail = content.partition(CALL_OPEN)
+        name, _, args = tail.strip().partition(" ")
+        calls.append(
+            {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": name, "arguments": args}}
+        )
+        content = head
+    for tok in SPECIAL_TOKENS:
+        content = content.replace(tok, "")
+    content = content.strip()
+    message: dict[str, Any] = {"role": "assistant", "content": content or None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def count_parameters(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))

@@ -1,0 +1,268 @@
+"""python -m compiler.serve DIR [--host 127.0.0.1] [--port 8100]   (also: tiergate serve-model DIR)
+
+Serves a compiled artifact over the OpenAI chat API so the gateway routes to it with no code change.
+With vLLM installed and a GPU present it hands over to ``vllm serve``; otherwise a built-in FastAPI +
+transformers server runs on CPU: ``POST /v1/chat/completions`` (stream and not, tool calls),
+``GET /v1/models``, ``GET /healthz``.
+
+Decoding is greedy whatever ``temperature`` says: a compiled workflow model is deterministic by design
+(the eval gate measured it greedy). Requests without a system message get the artifact's minimal
+runtime system prompt, and requests without ``tools`` get the artifact's tools, as in training.
+"""
+
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .artifact import MANIFEST, resolve_artifact
+from .scratch import CALL_OPEN
+
+DEFAULT_PORT = 8100
+
+
+class ServeError(ValueError):
+    """The model folder cannot be served; the message says why."""
+
+
+def vllm_available() -> bool:
+    """vLLM importable, its CLI on PATH and a CUDA device visible (checked lazily, no heavy import)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None or shutil.which("vllm") is None:
+        return False
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def vllm_command(model_dir: Path, host: str, port: int, name: str) -> list[str]:
+    return ["vllm", "serve", str(model_dir), "--host", host, "--port", str(port), "--served-model-name", name,
+            "--generation-config", "vllm"]
+
+
+class ChatEngine:
+    """Model + tokenizer + defaults from the manifest; one generation at a time (CPU-bound anyway)."""
+
+    def __init__(self, model_dir: Path) -> None:
+        from .base_model import load_trained
+        from .simulate import ModelPolicy
+
+        self.dir = model_dir
+        manifest = {}
+        if (model_dir / MANIFEST).is_file():
+            manifest = json.loads((model_dir / MANIFEST).read_text())
+        self.name: str = manifest.get("workflow") or model_dir.name
+        self.system_prompt: str = manifest.get("system_prompt") or ""
+        self.tools: list[dict[str, Any]] = manifest.get("tools") or []
+        model, tok = load_trained(model_dir)
+        self.policy = ModelPolicy(model, tok)
+        self.tokenizer = tok
+        self.lock = threading.Lock()
+        self.created = int(time.time())
+
+    def prepare(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ServeError("`messages` must be a non-empty list of chat messages.")
+        msgs = [dict(m) for m in messages]
+        if msgs[0].get("role") not in ("system", "developer") and self.system_prompt:
+            msgs.insert(0, {"role": "system", "content": self.system_prompt})
+        for m in msgs:
+            if m.get("role") == "developer":
+                m["role"] = "system"
+            if isinstance(m.get("content"), list):
+                m["content"] = "".join(p.get("text", "") for p in m["content"] if isinstance(p, dict))
+        tools = body.get("tools") or self.tools
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or 256
+        return msgs, tools, int(limit)
+
+    def stream_text(self, msgs: list[dict[str, Any]], tools: list[dict[str, Any]], limit: int,
+                    usage: dict[str, int]) -> Iterator[str]:
+        """Yield decoded text deltas; holds back a partial UTF-8 character until it completes."""
+        with self.lock:
+            ids = self.policy.prompt_ids(msgs, tools)
+            usage["prompt_tokens"] = len(ids)
+            new: list[int] = []
+            sent = ""
+            finished = False
+            for tok in self.policy.generate_ids(ids, limit):
+                new.append(tok)
+                text = self.tokenizer.decode(new, skip_special_tokens=False)
+                if text.endswith("\ufffd"):
+                    continue
+                if len(text) > len(sent):
+                    yield text[len(sent):]
+                    sent = text
+            else:
+                finished = len(new) < limit
+            usage["completion_tokens"] = len(new)
+            usage["finished"] = int(finished)
+            text = self.tokenizer.decode(new, skip_special_tokens=False)
+            if len(text) > len(sent):
+                yield text[len(sent):]
+
+
+def _tool_calls_of(text: str) -> dict[str, Any]:
+    from .scratch import parse_assistant_text
+
+    return parse_assistant_text(text)
+
+
+def create_app(model_dir: str | Path) -> Any:
+    """The CPU server's FastAPI app (the model loads here, not at import time).
+
+    No ``from __future__ import annotations`` in this module: FastAPI resolves the endpoint's
+    ``request: Request`` annotation at runtime, and ``Request`` is imported inside this function.
+    """
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+    folder = resolve_artifact(model_dir)
+    engine = ChatEngine(folder)
+    app = FastAPI(title=f"tiergate compiled model: {engine.name}")
+
+    def error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}},
+                            status_code=status)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "model": engine.name}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [
+            {"id": engine.name, "object": "model", "created": engine.created, "owned_by": "tiergate"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(400, "request body is not JSON; send an OpenAI chat completion request.")
+        if not isinstance(body, dict):
+            return error(400, "request body must be a JSON object.")
+        model = body.get("model") or engine.name
+        if model != engine.name:
+            return error(404, f"The model `{model}` does not exist; this server serves `{engine.name}`.",
+                         "model", "model_not_found")
+        try:
+            msgs, tools, limit = engine.prepare(body)
+        except ServeError as exc:
+            return error(400, str(exc), "messages")
+        cid = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        usage: dict[str, int] = {}
+
+        def finish(text: str) -> tuple[dict[str, Any], str]:
+            msg = _tool_calls_of(text)
+            if msg.get("tool_calls"):
+                return msg, "tool_calls"
+            return msg, "stop" if usage.get("finished", 1) else "length"
+
+        def usage_obj() -> dict[str, int]:
+            p, c = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+            return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+        if not body.get("stream"):
+            text = await run_in_threadpool(lambda: "".join(engine.stream_text(msgs, tools, limit, usage)))
+            msg, reason = finish(text)
+            return {
+                "id": cid, "object": "chat.completion", "created": created, "model": engine.name,
+                "choices": [{"index": 0, "message": msg, "finish_reason": reason, "logprobs": None}],
+                "usage": usage_obj(),
+            }
+
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict[str, Any], reason: str | None = None) -> str:
+            data = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": engine.name,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]}
+            return f"data: {json.dumps(data)}\n\n"
+
+        async def events() -> Any:
+            yield chunk({"role": "assistant", "content": ""})
+            text = ""
+            in_call = False
+            async for delta in iterate_in_threadpool(engine.stream_text(msgs, tools, limit, usage)):
+                text += delta
+                if in_call:
+                    continue
+                if CALL_OPEN in text:  # from here on it is a tool call: sent whole at the end
+                    head = delta.split(CALL_OPEN, 1)[0]
+                    if head.strip():
+                        yield chunk({"content": head})
+                    in_call = True
+                    continue
+                if delta:
+                    yield chunk({"content": delta.replace("<|end|>", "")})
+            msg, reason = finish(text)
+            for i, call in enumerate(msg.get("tool_calls") or []):
+                yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                             "function": call["function"]}]})
+            yield chunk({}, reason)
+            if include_usage:
+                data = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": engine.name,
+                        "choices": [], "usage": usage_obj()}
+                yield f"data: {json.dumps(data)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def serve_model(model_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                backend: str = "auto") -> None:
+    """Run the server in the foreground: vLLM where possible (``backend='auto'``), else the CPU server."""
+    folder = resolve_artifact(model_dir)
+    if backend not in ("auto", "vllm", "cpu"):
+        raise ServeError(f"unknown backend `{backend}`; use auto, vllm or cpu.")
+    if backend == "vllm" or (backend == "auto" and vllm_available()):
+        if not vllm_available():
+            raise ServeError("backend `vllm` needs vLLM installed and a CUDA GPU; use `--backend cpu`.")
+        name = folder.name
+        if (folder / MANIFEST).is_file():
+            name = json.loads((folder / MANIFEST).read_text()).get("workflow") or name
+        cmd = vllm_command(folder, host, port, name)
+        os.execvp(cmd[0], cmd)
+    import uvicorn
+
+    uvicorn.run(create_app(folder), host=host, port=port, log_level="warning")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m compiler.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir", help="artifact folder (or the compile --out folder)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--backend", default="auto", choices=["auto", "vllm", "cpu"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        serve_model(args.model_dir, args.host, args.port, args.backend)
+    except (ServeError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,296 @@
+"""python -m compiler.simulate --model RUN/model --flowchart FC.yaml --data DATA/eval.jsonl [--limit 5]
+
+A user simulator that drives a model turn by turn along a held-out path: it replays the path's user
+utterances and tool results (from the rendered reference conversation) and asks the model for every
+agent turn, with the model's own earlier turns in the history, as in deployment. A turn that leaves
+the flowchart ends the conversation (a replaying user cannot answer an off-chart message); the turns
+it did not reach count as wrong.
+
+Policies are plain callables ``(messages, tools) -> assistant message``: ``ModelPolicy`` (greedy
+decoding with a transformers model), ``ReplayPolicy`` (an oracle replaying the reference),
+``ConstantPolicy`` (a known-bad one) and ``LiteLLMPolicy`` (a teacher model behind litellm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+Message = dict[str, Any]
+NodeMatcher = Callable[[Any, Mapping[str, Any], Mapping[str, str]], "str | None"]
+
+
+class Policy(Protocol):
+    def __call__(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> Message: ...
+
+
+class SimulationError(ValueError):
+    """A reference conversation cannot be replayed; the message names it."""
+
+
+@dataclass
+class Turn:
+    """One agent turn the flowchart expects, and what the model did there."""
+
+    index: int
+    expected_node: str
+    got_node: str | None
+    node_ok: bool
+    expects_tool: bool
+    tool_ok: bool | None  # None when neither side called a tool
+    message: Message
+
+
+@dataclass
+class Transcript:
+    path_id: str
+    expected_nodes: list[str]
+    terminal: str
+    expected_tools: list[bool] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    derailed_at: int | None = None
+    error: str | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.derailed_at is None and len(self.turns) == len(self.expected_nodes)
+
+
+def canonical_args(arguments: Any) -> Any:
+    """Tool arguments as comparable data: JSON strings are parsed, other values kept as-is."""
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments)
+        except ValueError:
+            return arguments
+    return arguments
+
+
+def tool_calls_equal(got: Message, expected: Message) -> bool:
+    """Exact in name and arguments (argument order and JSON spacing do not matter)."""
+    a = got.get("tool_calls") or []
+    b = expected.get("tool_calls") or []
+    if len(a) != len(b):
+        return False
+    return all(
+        x["function"]["name"] == y["function"]["name"]
+        and canonical_args(x["function"].get("arguments")) == canonical_args(y["function"].get("arguments"))
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def default_matcher(fc: Any, message: Mapping[str, Any], slots: Mapping[str, str]) -> str | None:
+    from .render import match_node
+
+    return match_node(fc, dict(message), slots)
+
+
+def simulate(
+    reference: Mapping[str, Any],
+    policy: Policy,
+    fc: Any,
+    matcher: NodeMatcher | None = None,
+    max_turns: int = 40,
+) -> Transcript:
+    """Drive ``policy`` along the path of one rendered reference conversation."""
+    meta = reference.get("tiergate") or {}
+    expected_nodes = list(meta.get("nodes") or [])
+    ref_msgs = list(reference.get("messages") or [])
+    n_assist = sum(1 for m in ref_msgs if m.get("role") == "assistant")
+    if not expected_nodes or len(expected_nodes) != n_assist:
+        raise SimulationError(
+            f"conversation `{meta.get('path_id', '?')}` has {n_assist} assistant messages but "
+            f"{len(expected_nodes)} entries in `tiergate.nodes`; render it with compiler.render."
+        )
+    match = matcher or default_matcher
+    slots = meta.get("slots") or {}
+    tools = list(reference.get("tools") or [])
+    out = Transcript(path_id=str(meta.get("path_id", "")), expected_nodes=expected_nodes,
+                     terminal=str(meta.get("terminal", expected_nodes[-1])),
+                     expected_tools=[bool(m.get("tool_calls")) for m in ref_msgs if m.get("role") == "assistant"])
+    history: list[Message] = []
+    last_calls: list[dict[str, Any]] = []
+    k = 0
+    for m in ref_msgs:
+        role = m.get("role")
+        if role != "assistant":
+            msg = copy.deepcopy(m)
+            if role == "tool" and last_calls:  # answer the model's own call id, as a real tool runner would
+                msg["tool_call_id"] = last_calls.pop(0).get("id", msg.get("tool_call_id"))
+            history.append(msg)
+            continue
+        if k >= max_turns:
+            out.derailed_at = k
+            out.error = f"cut off after {max_turns} agent turns"
+            break
+        try:
+            got = policy(history, tools)
+        except Exception as exc:  # a policy failure is a failed conversation, not a crashed eval
+            out.derailed_at = k
+            out.error = f"{type(exc).__name__}: {exc}"
+            break
+        got = {"role": "assistant", "content": got.get("content"), **(
+            {"tool_calls": got["tool_calls"]} if got.get("tool_calls") else {})}
+        node = match(fc, got, slots)
+        expects_tool = bool(m.get("tool_calls"))
+        tool_ok = tool_calls_equal(got, m) if (expects_tool or got.get("tool_calls")) else None
+        node_ok = node == expected_nodes[k]
+        out.turns.append(Turn(k, expected_nodes[k], node, node_ok, expects_tool, tool_ok, got))
+        history.append(got)
+        last_calls = list(got.get("tool_calls") or [])
+        if not node_ok or tool_ok is False:
+            out.derailed_at = k
+            break
+        k += 1
+    out.messages = history
+    return out
+
+
+class ReplayPolicy:
+    """Oracle: answers with the reference's next assistant message (a known-good model)."""
+
+    def __init__(self, reference: Mapping[str, Any]) -> None:
+        self.replies = [m for m in reference["messages"] if m.get("role") == "assistant"]
+
+    def __call__(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> Message:
+        k = sum(1 for m in messages if m.get("role") == "assistant")
+        return copy.deepcopy(self.replies[k])
+
+
+class ConstantPolicy:
+    """Known-bad: always says the same thing, whatever the flowchart expects."""
+
+    def __init__(self, text: str = "I am not sure how to help with that.") -> None:
+        self.text = text
+
+    def __call__(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> Message:
+        return {"role": "assistant", "content": self.text}
+
+
+class ModelPolicy:
+    """Greedy decoding with a transformers causal LM through its chat template (eval is deterministic)."""
+
+    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int = 96) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.model.eval()
+
+    def prompt_ids(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> list[int]:
+        out = self.tokenizer.apply_chat_template(
+            list(messages), tools=list(tools) or None, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(out["input_ids"])
+
+    def generate_ids(self, ids: list[int], max_new_tokens: int | None = None) -> Any:
+        """Yield new token ids one at a time (greedy, KV cache): serve streams from this."""
+        import torch
+
+        limit = getattr(self.model.config, "max_position_embeddings", 2048)
+        budget = max_new_tokens or self.max_new_tokens
+        ids = ids[-max(1, limit - budget):]
+        eos = self.tokenizer.eos_token_id
+        with torch.inference_mode():
+            inp = torch.tensor([ids], dtype=torch.long)
+            past = None
+            for _ in range(budget):
+                res = self.model(input_ids=inp, past_key_values=past, use_cache=True)
+                past = res.past_key_values
+                nxt = int(res.logits[0, -1].argmax())
+                if nxt == eos:
+                    return
+                yield nxt
+                inp = torch.tensor([[nxt]], dtype=torch.long)
+
+    def complete_text(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]],
+                      max_new_tokens: int | None = None) -> tuple[str, int, int]:
+        ids = self.prompt_ids(messages, tools)
+        new = list(self.generate_ids(ids, max_new_tokens))
+        return self.tokenizer.decode(new, skip_special_tokens=False), len(ids), len(new)
+
+    def __call__(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> Message:
+        from .scratch import parse_assistant_text
+
+        text, _, _ = self.complete_text(messages, tools)
+        return parse_assistant_text(text)
+
+
+class LiteLLMPolicy:
+    """A teacher behind litellm; ``procedure`` (the flowchart's instructions) is prepended as its system prompt."""
+
+    def __init__(self, model: str, procedure: str | None = None, **kwargs: Any) -> None:
+        self.model = model
+        self.procedure = procedure
+        self.kwargs = kwargs
+
+    def __call__(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> Message:
+        import litellm
+
+        msgs = [dict(m) for m in messages]
+        if self.procedure:
+            msgs = [{"role": "system", "content": self.procedure}, *msgs]
+        resp = litellm.completion(model=self.model, messages=msgs, tools=list(tools) or None, temperature=0,
+                                  **self.kwargs)
+        msg = resp.choices[0].message
+        out: Message = {"role": "assistant", "content": msg.content}
+        if getattr(msg, "tool_calls", None):
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                for c in msg.tool_calls
+            ]
+        return out
+
+
+def procedure_text(fc: Any) -> str:
+    """The flowchart spelled out for a teacher: every node's instruction and its outgoing conditions."""
+    lines = [fc.system_prompt, "", "Follow this procedure exactly:"]
+    for node in fc.nodes.values():
+        if node.kind == "decision":
+            lines.append(f"- [{node.id}] decide: {node.text}")
+        elif node.kind == "tool":
+            lines.append(f"- [{node.id}] call tool `{node.tool}` ({node.text})")
+        else:
+            lines.append(f"- [{node.id}] {node.text}" + (f" e.g. \"{node.say[0]}\"" if node.say else ""))
+        for e in fc.out_edges(node.id):
+            lines.append(f"    -> {e.target}" + (f" when {e.condition}" if e.condition else ""))
+    return "\n".join(lines)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m compiler.simulate", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="trained model folder")
+    parser.add_argument("--flowchart", required=True, help="the workflow's flowchart")
+    parser.add_argument("--data", required=True, help="held-out rendered conversations (JSONL)")
+    parser.add_argument("--limit", type=int, default=5, help="conversations to drive")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from .base_model import load_trained
+    from .flowchart import load_flowchart
+    from .train import read_jsonl
+
+    try:
+        fc = load_flowchart(args.flowchart)
+        model, tok = load_trained(args.model)
+        rows = read_jsonl(args.data)[: args.limit]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    policy = ModelPolicy(model, tok)
+    for row in rows:
+        t = simulate(row, policy, fc)
+        print(json.dumps({"path_id": t.path_id, "completed": t.completed, "derailed_at": t.derailed_at,
+                          "turns": [asdict(x) | {"message": x.message} for x in t.turns]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
