@@ -335,8 +335,11 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
     script = work / "script.jsonl"
     script.write_text("".join(json.dumps(c) + "\n" for c in convs))
     ports = {"frontier": free_port(), "cheap": free_port(), "compiled": free_port(), "gateway": port or free_port()}
-    steps = compile_steps if compile_steps is not None else 600
-    compile_args = ["--base-model", "scratch:tiny", "--max-steps", str(steps)]
+    # the compiler's own default step budget (configs/compile.yaml): fewer steps stop before the
+    # scratch model learns to copy slot values into tool arguments (docs/bench-compile.md)
+    compile_args = ["--base-model", "scratch:tiny"]
+    if compile_steps is not None:
+        compile_args += ["--max-steps", str(compile_steps)]
     for s in compile_sets:
         compile_args += ["--set", s]
     serve_command = tuple(c.replace("{script}", str(script)) for c in serve_command)
@@ -436,7 +439,8 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
         # ---- 3. the compile job, in a worker process
         from gateway.jobs import list_jobs
 
-        say(f"\n3. Compiling (scratch model, {steps} steps) in a worker process; progress from its files:")
+        budget = f"{compile_steps} steps" if compile_steps is not None else "the compiler's default steps"
+        say(f"\n3. Compiling (scratch model, {budget}) in a worker process; progress from its files:")
         last = ""
         job: dict[str, Any] = {}
         while True:
