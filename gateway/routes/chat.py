@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from gateway.deps import client_key, state
 from gateway.errors import BodyTooLarge
 
 router = APIRouter()
+
+
+class RelayResponse(Response):
+    """Server-sent events relayed as they come, for ASGI servers on spec 2.3 (uvicorn).
+
+    Starlette's StreamingResponse runs each stream in an anyio task group with a second task listening
+    for the disconnect; that cost ~0.5 ms per streamed request here (py-spy, bench/overhead). One
+    future on `receive()` does the same job: once the client has gone, the next chunk is not sent and
+    the relay is closed, which closes the upstream connection and stops the generation.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, chunks: AsyncIterator[bytes], headers: dict[str, str]):
+        # no Response.__init__: it would add `content-length: 0` for the empty body
+        self.status_code = 200
+        self.background = None
+        self.chunks = chunks
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.raw_headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        gone = asyncio.ensure_future(receive())  # the body was read: this resolves only on disconnect
+        try:
+            async for chunk in self.chunks:
+                if gone.done():
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            else:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+            await self.chunks.aclose()  # type: ignore[attr-defined]
 
 
 async def read_body(request: Request, cap: int) -> bytes:
@@ -40,7 +77,7 @@ async def create_chat_completion(request: Request) -> Response:
     result = await st.chat.create_chat_completion(raw, request.headers, key)
     if result.stream is not None:
         headers = {**result.headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(result.stream, media_type="text/event-stream", headers=headers)
+        return RelayResponse(result.stream, headers)
     return Response(result.body, media_type="application/json", headers=result.headers)
 
 
