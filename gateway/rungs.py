@@ -24,6 +24,7 @@ store converges on the same decisions and the request path does no I/O for them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -34,9 +35,11 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, func, insert, select
 
+from gateway.identity import content_text
 from gateway.schema import exchanges, route_labels
 from gateway.schema import requests as R
 from gateway.settings import Settings, WorkflowConfig
+from gateway.tokens import count_text
 from router import (
     DemonstrationBank,
     LearnedRouter,
@@ -47,7 +50,6 @@ from router import (
     RoutePolicy,
     ToolUsage,
     calibrate_threshold,
-    count_prompt_tokens,
     decide_route,
     dedupe_preloads,
     in_holdout,
@@ -191,9 +193,7 @@ class WorkflowRuntime:
                 blocks = pre.removed_blocks
         if not dropped and not blocks:
             return TrimOutcome(body, reason=reason)
-        before = count_prompt_tokens(body["messages"], body.get("tools"), count_model)
-        after = count_prompt_tokens(out["messages"], out.get("tools"), count_model)
-        return TrimOutcome(out, dropped, blocks, max(0, before - after), reason)
+        return TrimOutcome(out, dropped, blocks, removed_tokens(body, out, count_model), reason)
 
     def decide(self, body: Mapping[str, Any]) -> tuple[RouteDecision, RequestFeatures] | None:
         if self.policy is None:
@@ -234,6 +234,27 @@ class WorkflowRuntime:
             at += 1
         messages.insert(at, note)
         return {**body, "messages": messages}, len(demos)
+
+
+@functools.lru_cache(maxsize=8192)
+def _tokens(model: str, text: str) -> int:
+    return count_text(model, text)
+
+
+def removed_tokens(before: Mapping[str, Any], after: Mapping[str, Any], model: str) -> int:
+    """Tokens trimming took out: the dropped schemas plus what changed in the messages.
+
+    Counting only the difference, with a cache per schema and per text (agents re-send the same ones
+    every turn), instead of re-encoding the whole prompt twice: that cost ~3 ms of CPU per trimmed
+    request on a 40-tool prompt.
+    """
+    kept = {id(t) for t in after.get("tools") or ()}
+    removed = sum(_tokens(model, orjson.dumps(t).decode()) for t in before.get("tools") or () if id(t) not in kept)
+    old, new = before["messages"], after["messages"]
+    if old is not new:
+        removed += sum(_tokens(model, content_text(m.get("content"))) for m in old)
+        removed -= sum(_tokens(model, content_text(m.get("content"))) for m in new)
+    return max(0, removed)
 
 
 def stage_of(messages: Any) -> str:
