@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from gateway import canary
 from gateway.conversations import ConversationIndex
 from gateway.errors import BudgetExceeded, GatewayError, InvalidRequest, ModelNotFound, RateLimited
 from gateway.identity import (
@@ -67,6 +68,14 @@ Answer A:
 Answer B:
 {b}
 """
+
+
+def word_overlap(a: str, b: str) -> float:
+    """Word-set overlap of two answers, 0..1: the score when neither tool calls nor exact text decide."""
+    wa, wb = set(a.lower().split()), set(b.lower().split())
+    if not wa and not wb:
+        return 1.0
+    return len(wa & wb) / len(wa | wb)
 
 
 @dataclass
@@ -276,6 +285,9 @@ class ChatService:
         self.metrics = metrics
         self._spend_seed = spend_seed  # callable(key_id) -> month-to-date USD from the ledger
         self.rungs = rungs  # gateway.rungs.Rungs, or None when no workflow has rung settings
+        # gateway.loop.LoopHandle once the loop runs: the compiled-route table (read with no I/O) and
+        # where canary comparisons go
+        self.loop: Any = None
         self._shadows: set[asyncio.Task[None]] = set()
 
     async def drain(self) -> None:
@@ -417,7 +429,10 @@ class ChatService:
         record: Record,
         count_model: str,
     ) -> Plan:
-        """Trim, then route: which model gets which body. Pure policy calls; no I/O."""
+        """Compiled route, else trim then route: which model gets which body. Pure policy calls; no I/O."""
+        choice = self.loop.route_for(ident.workflow, ident.conversation) if self.loop is not None else None
+        if choice is not None and self.settings.model(choice.model) is not None:
+            return self._compiled_plan(body, record, count_model, choice)
         plan = Plan(model=record.requested_model, body=body, client_body=body)
         rt = self.rungs.runtime(ident.workflow) if self.rungs is not None else None
         if rt is None:
@@ -445,6 +460,18 @@ class ChatService:
             policy = rt.policy
             plan.cascade = decision.cascade or bool(policy and policy.demonstrations > 0 and policy.escalate)
         return plan
+
+    def _compiled_plan(
+        self, body: dict[str, Any], record: Record, count_model: str, choice: canary.RouteChoice
+    ) -> Plan:
+        """Rung 3: the compiled model gets the request without what its weights hold."""
+        stripped = canary.strip_for_compiled(body, choice)
+        full = count_prompt_tokens(count_model, body["messages"], body.get("tools"))
+        kept = count_prompt_tokens(count_model, stripped["messages"], stripped.get("tools"))
+        record.tier = "compiled"
+        record.route_reason = f"{'canary' if choice.canary else 'compiled'}: {choice.model}"
+        # removed_tokens keeps the baseline at the requested model on the full prompt, as for trimming
+        return Plan(model=choice.model, body=stripped, client_body=body, removed_tokens=max(0, full - kept))
 
     async def _cascade(self, plan: Plan, record: Record) -> Any:
         """Cheap model first; its answer is checked and escalated to the requested model if it fails."""
@@ -481,20 +508,35 @@ class ChatService:
     def _after(
         self, plan: Plan, record: Record, response: Mapping[str, Any], reply: Mapping[str, Any]
     ) -> None:
-        """Learning from a frontier answer: a sampled shadow call to the cheap model, a logged exchange."""
+        """Learning from an answer: a sampled shadow call or canary comparison, a logged exchange."""
+        if record.status >= 400:
+            return
+        if record.tier == "compiled":
+            share = self.loop.compare_share(record.route_reason.startswith("canary")) if self.loop else 0.0
+            # sampled by request id, so a replayed request is sampled the same way
+            if share > 0 and int(record.id[:8], 16) / 0xFFFFFFFF < share:
+                self._spawn(self._compare(plan, dict(response), record))
+            return
         rt = plan.runtime
-        if rt is None or record.tier != "frontier" or record.status >= 400 or rt.policy is None:
+        if rt is None or record.tier != "frontier" or rt.policy is None:
             return
         if rt.keeps_exchanges:
             self.rungs.save_exchange(rt.name, record.id, plan.body, reply)
         if rt.learns and random.random() < rt.policy.shadow_share:
-            task = asyncio.get_running_loop().create_task(self._shadow(rt, plan.body, dict(response), record))
-            self._shadows.add(task)
-            task.add_done_callback(self._shadows.discard)
+            self._spawn(self._shadow(rt, plan.body, dict(response), record))
 
-    async def _shadow(self, rt: Any, body: dict[str, Any], frontier: dict[str, Any], parent: Record) -> None:
-        """The price of learning: the cheap model answers too, off the request path, and is labelled."""
-        cheap_name = rt.policy.cheap
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _side_call(
+        self, model: str, body: Mapping[str, Any], parent: Record, reason: str
+    ) -> dict[str, Any] | None:
+        """A call no client asked for (shadow, canary comparison), recorded as tier `shadow`.
+
+        Its baseline is 0: all of its cost is the price of learning or of checking.
+        """
         t0 = time.perf_counter()
         rec = Record(
             id=os.urandom(16).hex(),
@@ -503,36 +545,59 @@ class ChatService:
             conversation=parent.conversation,
             turn=parent.turn,
             key_id=parent.key_id,
-            requested_model=cheap_name,
-            served_model=cheap_name,
+            requested_model=model,
+            served_model=model,
             tier="shadow",
             stream=False,
             prompt_fingerprint=parent.prompt_fingerprint,
             config_hash=parent.config_hash,
-            route_reason=f"shadow of {parent.id}",
+            route_reason=reason[:200],
             workflow_source=parent.workflow_source,
         )
         sbody = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         try:
-            done = await self.upstreams.complete(cheap_name, sbody)
+            done = await self.upstreams.complete(model, sbody)
         except GatewayError as exc:
             self._finish_error(rec, exc, t0)
-            return
+            return None
         rec.attempts = done.attempts
         rec.ttfb_ms = (time.perf_counter() - t0) * 1000
-        reply = reply_message(done.parsed)
         self._account(
-            rec, Plan(model=cheap_name, body=sbody, client_body=sbody), usage_of(done.parsed), reply
+            rec, Plan(model=model, body=sbody, client_body=sbody), usage_of(done.parsed), reply_message(done.parsed)
         )
-        rec.baseline_cost_usd = 0.0  # nobody asked for this call: all of it is the price of learning
-        label = compare_answers(frontier, done.parsed, body)
+        rec.baseline_cost_usd = 0.0
+        self._finish(rec, t0)
+        return dict(done.parsed)
+
+    async def _shadow(self, rt: Any, body: dict[str, Any], frontier: dict[str, Any], parent: Record) -> None:
+        """The price of learning: the cheap model answers too, off the request path, and is labelled."""
+        cheap = await self._side_call(rt.policy.cheap, body, parent, f"shadow of {parent.id}")
+        if cheap is None:
+            return
+        label = compare_answers(frontier, cheap, body)
         good, how = label.good, label.how
         if good is None and rt.judge:
-            good = await self._judge(rt.judge, body, frontier, done.parsed)
+            good = await self._judge(rt.judge, body, frontier, cheap)
             how = f"judge {rt.judge}"
         if good is not None:
             self.rungs.save_label(rt.name, parent.id, body, good, how)
-        self._finish(rec, t0)
+
+    async def _compare(self, plan: Plan, compiled: dict[str, Any], parent: Record) -> None:
+        """The canary's sampled comparison: the requested model answers the same request, off the path."""
+        frontier = await self._side_call(
+            parent.requested_model, plan.client_body, parent, f"canary comparison of {parent.id}"
+        )
+        if frontier is None:
+            return
+        label = compare_answers(frontier, compiled, plan.client_body)
+        if label.good is not None:
+            score = 1.0 if label.good else 0.0
+        else:
+            score = word_overlap(
+                content_text(reply_message(frontier).get("content")),
+                content_text(reply_message(compiled).get("content")),
+            )
+        await asyncio.to_thread(self.loop.record_sample, parent.workflow, parent.conversation, score)
 
     async def _judge(
         self, judge: str, body: Mapping[str, Any], a: Mapping[str, Any], b: Mapping[str, Any]

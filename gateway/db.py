@@ -75,7 +75,7 @@ def _migration_lock(engine: Engine) -> Iterator[Any]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def migrate(engine: Engine, revision: str = "heads") -> None:
+def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` with Alembic; safe when several processes start at once."""
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("gateway").joinpath("migrations")))

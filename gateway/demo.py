@@ -187,7 +187,7 @@ class Replay:
     tiers: dict[str, TierStats] = field(default_factory=dict)
 
     def conversation(self, conv: dict[str, Any], conv_id: str, client: Any) -> None:
-        from gateway.loop import similarity
+        from gateway.chat import word_overlap
 
         msgs = conv["messages"]
         for i, m in enumerate(msgs):
@@ -209,7 +209,7 @@ class Replay:
                               for c in got.get("tool_calls") or ())
                 stats.score += 1.0 if want == have else 0.0
             else:
-                stats.score += similarity(str(m.get("content") or ""), str(got.get("content") or ""))
+                stats.score += word_overlap(str(m.get("content") or ""), str(got.get("content") or ""))
             # an orchestrator keeps its own script; the next turn goes on from the expected answer
 
 

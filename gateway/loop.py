@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -26,7 +25,6 @@ import httpx
 from sqlalchemy import Engine, select
 
 from gateway import canary
-from gateway.errors import GatewayError
 from gateway.jobs import JobRunner, pid_runs
 from gateway.loop_rollup import advance
 from gateway.loop_schema import jobs, proposals, routes
@@ -52,6 +50,14 @@ class LoopHandle:
 
     def route_for(self, workflow: str, conversation: str) -> canary.RouteChoice | None:
         return canary.route_for(self.table, workflow, conversation)
+
+    def compare_share(self, on_canary: bool) -> float:
+        """Share of compiled-side requests the frontier answers too: more during the canary, less after."""
+        return self.cfg.compare_share if on_canary else self.cfg.compiled_compare_share
+
+    def record_sample(self, workflow: str, conversation: str, score: float) -> None:
+        """Blocking store write of one canary comparison (chat.py calls it in a worker thread)."""
+        canary.record_sample(self.engine, workflow, conversation, score=score)
 
     # ------------------------------------------------------------------ one pass
 
@@ -211,93 +217,6 @@ async def start_loop(state: Any) -> LoopHandle:
 
 
 
-def similarity(a: str, b: str) -> float:
-    """Word-set overlap of two answers, 0..1: the fallback score when neither tool calls nor exact text decide."""
-    wa, wb = set(a.lower().split()), set(b.lower().split())
-    if not wa and not wb:
-        return 1.0
-    return len(wa & wb) / len(wa | wb)
-
-
-def install_route_hook(chat: Any, handle: LoopHandle) -> bool:
-    """Make a running ChatService consult the loop's route table before trimming and routing.
-
-    This is the wiring the lead folds into `ChatService._plan` / `_after` (see docs/loop.md); until
-    then `wire()` installs it by subclassing the live service. A service that already has a `loop`
-    attribute is left alone (wired natively). Returns whether it installed the hook.
-    """
-    if hasattr(chat, "loop") or not hasattr(chat, "_plan"):
-        return False
-    from gateway.chat import Plan, reply_message, usage_of
-    from gateway.ledger import Record
-    from gateway.tokens import count_prompt_tokens
-    from router import compare_answers
-
-    base = type(chat)
-
-    class LoopChatService(base):  # type: ignore[misc, valid-type]
-        def _plan(self, body: dict[str, Any], headers: Any, ident: Any, record: Any, count_model: str) -> Any:
-            choice = handle.route_for(ident.workflow, ident.conversation)
-            if choice is None or self.settings.model(choice.model) is None:
-                return super()._plan(body, headers, ident, record, count_model)
-            stripped = canary.strip_for_compiled(body, choice)
-            full = count_prompt_tokens(count_model, body["messages"], body.get("tools"))
-            kept = count_prompt_tokens(count_model, stripped["messages"], stripped.get("tools"))
-            record.tier = "compiled"
-            record.route_reason = f"{'canary' if choice.canary else 'compiled'}: {choice.model}"
-            # removed_tokens makes the baseline the requested model on the full prompt, as for trimming
-            return Plan(model=choice.model, body=stripped, client_body=body, removed_tokens=max(0, full - kept))
-
-        def _after(self, plan: Any, record: Any, response: Any, reply: Any) -> None:
-            if record.tier != "compiled":
-                return super()._after(plan, record, response, reply)
-            share = handle.cfg.compare_share if record.route_reason.startswith("canary") else \
-                handle.cfg.compiled_compare_share
-            if record.status < 400 and share > 0 and int(record.id[:8], 16) / 0xFFFFFFFF < share:
-                task = asyncio.get_running_loop().create_task(self._compare(plan, dict(response), record))
-                self._shadows.add(task)
-                task.add_done_callback(self._shadows.discard)
-            return None
-
-        async def _compare(self, plan: Any, compiled: dict[str, Any], parent: Any) -> None:
-            """The sampled comparison: the frontier answers the same request off the request path."""
-            import time as _time
-
-            t0 = _time.perf_counter()
-            frontier = parent.requested_model
-            body = {k: v for k, v in plan.client_body.items() if k not in ("stream", "stream_options")}
-            rec = Record(
-                id=os.urandom(16).hex(), ts=_time.time(), workflow=parent.workflow, conversation=parent.conversation,
-                turn=parent.turn, key_id=parent.key_id, requested_model=frontier, served_model=frontier,
-                tier="shadow", stream=False, prompt_fingerprint=parent.prompt_fingerprint,
-                config_hash=parent.config_hash, route_reason=f"canary comparison of {parent.id}",
-                workflow_source=parent.workflow_source,
-            )
-            try:
-                done = await self.upstreams.complete(frontier, body)
-            except GatewayError as exc:
-                self._finish_error(rec, exc, t0)
-                return
-            rec.attempts = done.attempts
-            rec.ttfb_ms = (_time.perf_counter() - t0) * 1000
-            self._account(rec, Plan(model=frontier, body=body, client_body=body), usage_of(done.parsed),
-                          reply_message(done.parsed))
-            rec.baseline_cost_usd = 0.0  # the price of checking the canary, not a client's request
-            self._finish(rec, t0)
-            label = compare_answers(done.parsed, compiled, body)
-            if label.good is not None:
-                score = 1.0 if label.good else 0.0
-            else:
-                score = similarity(str(reply_message(done.parsed).get("content") or ""),
-                                   str(reply_message(compiled).get("content") or ""))
-            await asyncio.to_thread(canary.record_sample, handle.engine, parent.workflow, parent.conversation,
-                                    score=score)
-
-    chat.__class__ = LoopChatService
-    chat.loop = handle
-    return True
-
-
 def wire(app: Any) -> None:
     """Add the loop to an app from `gateway.app.create_app`: its API, dashboard, static files and task.
 
@@ -325,7 +244,7 @@ def wire(app: Any) -> None:
     async def lifespan(a: Any) -> AsyncIterator[Any]:
         async with inner(a) as maybe_state:
             a.state.loop = await start_loop(a.state.tg)
-            install_route_hook(a.state.tg.chat, a.state.loop)
+            a.state.tg.chat.loop = a.state.loop  # chat.py consults the compiled-route table natively
             try:
                 yield maybe_state
             finally:

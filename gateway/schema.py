@@ -41,6 +41,7 @@ requests = Table(
     Index("ix_requests_workflow_ts", "workflow", "ts"),
     Index("ix_requests_conversation", "conversation"),
     Index("ix_requests_key_ts", "key_id", "ts"),
+    Index("ix_requests_ts", "ts"),  # migration 0002: the dashboard's time-window scans
 )
 
 workflows = Table(
