@@ -26,7 +26,10 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    max_loops: int = field(default=1, metadata={"help": "Times a loop is unrolled when enumerating paths."})
+    max_loops: int = field(default=2, metadata={"help": (
+        "Times a loop is unrolled when enumerating paths. Two keeps a small model on the chart after a "
+        "loop it took more than once (held-out compositions)."
+    )})
     path_budget: int | None = field(
         default=400, metadata={"help": "Most paths kept; past it paths are sampled so every edge stays covered."}
     )
