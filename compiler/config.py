@@ -37,6 +37,11 @@ class DataConfig:
     variants_per_path: int = field(
         default=40, metadata={"help": "Conversations rendered per training path (different slots / utterances)."}
     )
+    novel_slot_share: float = field(default=0.0, metadata={"help": (
+        "Share of slot values in offline training conversations replaced by unlisted values of the same "
+        "shape, so the model learns to copy what the user says rather than one mapping per listed value. "
+        "Held-out conversations keep the listed values."
+    )})
     eval_variants_per_path: int = field(default=8, metadata={"help": "Conversations rendered per held-out path."})
     max_eval_conversations: int = field(
         default=40, metadata={"help": "Cap on held-out conversations driven by the simulator (CPU time)."}

@@ -71,13 +71,13 @@ def build_data(fc: Any, cfg: CompileConfig, out: Path, echo: Callable[[str], Non
     ps = enumerate_paths(fc, max_loops=d.max_loops, budget=d.path_budget, seed=d.seed)
     train_paths, eval_paths = split_by_path(ps.paths, d.eval_share, d.seed)
 
-    def render(path: Any, variant: int) -> dict[str, Any]:
+    def render(path: Any, variant: int, novel_share: float = 0.0) -> dict[str, Any]:
         if d.teacher_model:
             return render_teacher(fc, path, d.teacher_model, d.simulator_model or d.teacher_model,
                                   seed=d.seed * 1_000_003 + variant)
-        return render_offline(fc, path, seed=d.seed, variant=variant)
+        return render_offline(fc, path, seed=d.seed, variant=variant, novel_share=novel_share)
 
-    train_rows = [render(p, v) for p in train_paths for v in range(d.variants_per_path)]
+    train_rows = [render(p, v, d.novel_slot_share) for p in train_paths for v in range(d.variants_per_path)]
     train_rows = _spread(train_rows, d.max_train_conversations)
     eval_rows = [render(p, EVAL_VARIANT_BASE + v) for p in eval_paths for v in range(d.eval_variants_per_path)]
     eval_rows = _spread(eval_rows, d.max_eval_conversations)

@@ -34,8 +34,50 @@ from compiler.flowchart import Edge, Flowchart, FlowchartError, Node, fill
 from compiler.paths import FlowPath
 
 
-def pick_slots(fc: Flowchart, rng: random.Random) -> dict[str, str]:
-    return {name: rng.choice(values) for name, values in fc.slots.items()}
+def pick_slots(fc: Flowchart, rng: random.Random, novel_share: float = 0.0) -> dict[str, str]:
+    """One value per slot from the chart's lists; with ``novel_share``, that share of slots get an unlisted value."""
+    slots = {name: rng.choice(values) for name, values in fc.slots.items()}
+    if novel_share > 0:
+        for name, value in slots.items():
+            if rng.random() < novel_share:
+                taken = {str(v) for values in fc.slots.values() for v in values} | set(slots.values())
+                slots[name] = novel_value(str(value), fc.slots[name], rng, avoid=taken)
+    return slots
+
+
+def novel_value(value: str, pool: Iterable[Any], rng: random.Random, avoid: Iterable[str] = ()) -> str:
+    """A value shaped like ``value`` that the chart does not list: ``22 May`` -> ``47 Mapril``.
+
+    Digit runs stay digit runs of the same length (no leading zero, so integers keep their text),
+    words longer than two letters become a splice of two words from the slot's list, and other
+    characters keep their class (``SK214`` -> ``QB907``). Trained on such values, a small model cannot
+    memorise one mapping per listed value and has to learn a general copy from the user's words.
+    """
+    avoid = set(avoid)
+    donors = [w for v in pool for w in str(v).split() if w.isalpha() and len(w) > 2] or ["Alpha", "Bravo"]
+    out = value
+    for _ in range(8):
+        parts = []
+        for w in re.split(r"(\s+)", value):
+            if not w or w.isspace():
+                parts.append(w)
+            elif w.isdigit():
+                parts.append(str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in w[1:]))
+            elif w.isalpha() and len(w) > 2:
+                a, b = rng.choice(donors), rng.choice(donors)
+                new = a[: rng.randint(2, len(a) - 1)] + b[rng.randint(1, len(b) - 2):]
+                parts.append(new[0].upper() + new[1:].lower() if w[0].isupper() else new.lower())
+            else:
+                parts.append("".join(
+                    str(rng.randint(0, 9)) if c.isdigit()
+                    else chr(rng.randint(65, 90)) if c.isupper()
+                    else chr(rng.randint(97, 122)) if c.islower() else c
+                    for c in w
+                ))
+        out = "".join(parts)
+        if out not in avoid:
+            return out
+    return out
 
 
 def _rng(fc: Flowchart, path: FlowPath, seed: int, variant: int, mode: str) -> random.Random:
@@ -145,10 +187,15 @@ def _outcome(fc: Flowchart, path: FlowPath) -> tuple[str, str | None]:
     return last.id, last.outcome
 
 
-def render_offline(fc: Flowchart, path: FlowPath, seed: int, variant: int = 0) -> dict[str, Any]:
-    """One conversation from templates and slot values; the same (seed, variant) gives the same bytes."""
+def render_offline(
+    fc: Flowchart, path: FlowPath, seed: int, variant: int = 0, novel_share: float = 0.0
+) -> dict[str, Any]:
+    """One conversation from templates and slot values; the same (seed, variant) gives the same bytes.
+
+    ``novel_share`` replaces that share of slot values with unlisted ones of the same shape (training data).
+    """
     rng = _rng(fc, path, seed, variant, "offline")
-    slots = pick_slots(fc, rng)
+    slots = pick_slots(fc, rng, novel_share)
     messages: list[dict[str, Any]] = [{"role": "system", "content": fc.system_prompt}]
     nodes: list[str] = []
     call_id = ""

@@ -308,3 +308,36 @@ def test_rendering_is_identical_across_processes(travel: Flowchart) -> None:
         [render_offline(travel, p, seed=3, variant=1) for p in enumerate_paths(travel).paths], sort_keys=True
     )
     assert outputs == {local + "\n"}
+
+
+def test_novel_slot_values_keep_the_shape_and_are_never_listed(travel: Flowchart) -> None:
+    import random
+
+    from compiler.render import novel_value, pick_slots
+
+    listed = {str(v) for values in travel.slots.values() for v in values}
+    rng = random.Random(3)
+    for values in travel.slots.values():
+        for value in values:
+            new = novel_value(str(value), values, rng, avoid=listed)
+            assert new not in listed and len(new.split()) == len(str(value).split()), (value, new)
+            for a, b in zip(str(value).split(), new.split(), strict=True):
+                assert a.isdigit() == b.isdigit() and a[0].isupper() == b[0].isupper(), (value, new)
+                if a.isdigit():
+                    assert len(a) == len(b) and b[0] != "0"
+    assert pick_slots(travel, random.Random(1)) == pick_slots(travel, random.Random(1), 0.0)  # off by default
+    novel = pick_slots(travel, random.Random(1), 1.0)
+    assert not set(novel.values()) & listed and set(novel) == set(travel.slots)
+
+
+def test_novel_slot_share_renders_consistent_conversations(travel: Flowchart) -> None:
+    path = max(enumerate_paths(travel, max_loops=1).paths, key=lambda p: len(p.nodes))
+    conv = render_offline(travel, path, seed=0, variant=1, novel_share=1.0)
+    assert conv == render_offline(travel, path, seed=0, variant=1, novel_share=1.0)  # deterministic
+    slots = conv["tiergate"]["slots"]
+    call = next(m for m in conv["messages"] if m.get("tool_calls"))
+    args = json.loads(call["tool_calls"][0]["function"]["arguments"])
+    assert args["origin"] == slots["origin"] and args["destination"] == slots["city"]
+    assert args["passengers"] == int(slots["passengers"])
+    user = next(m["content"] for m in conv["messages"] if m["role"] == "user" and slots["city"] in m["content"])
+    assert slots["origin"] in user  # the user says the unlisted values the call copies
