@@ -512,7 +512,8 @@ class ChatService:
         if record.status >= 400:
             return
         if record.tier == "compiled":
-            share = self.loop.compare_share(record.route_reason.startswith("canary")) if self.loop else 0.0
+            on_canary = (record.route_reason or "").startswith("canary")
+            share = self.loop.compare_share(on_canary) if self.loop else 0.0
             # sampled by request id, so a replayed request is sampled the same way
             if share > 0 and int(record.id[:8], 16) / 0xFFFFFFFF < share:
                 self._spawn(self._compare(plan, dict(response), record))

@@ -188,10 +188,13 @@ class JobRunner:
             active = [_row(r) for r in conn.execute(
                 select(jobs).where(jobs.c.state.in_(ACTIVE_JOB_STATES)).order_by(jobs.c.id)).mappings()]
         done = []
+        # oldest first; a queued job waits while `max_running_jobs` compiles (of any workflow) run
+        running_now = sum(1 for j in active if j["pid"] is not None)
         for job in active:
             if job["state"] == "queued" and job["pid"] is None:
-                if self._claim(job["id"]):
+                if running_now < self.cfg.max_running_jobs and self._claim(job["id"]):
                     self._spawn(job, resumed=False)
+                    running_now += 1
                 continue
             child = self.children.get(job["id"])
             rc = child.poll() if child is not None else None

@@ -47,6 +47,7 @@ class LoopConfig:
     compile_command: tuple[str, ...] = ()  # default: this Python running `gateway.cli compile`
     compile_args: tuple[str, ...] = ("--base-model", "scratch:tiny")  # appended after FLOWCHART --out DIR
     max_resumes: int = 1  # restarts of a compile whose process vanished, before the job fails
+    max_running_jobs: int = 1  # compiles running at once (two CPU trainings on one box thrash); others wait queued
     poll_interval_s: float = 1.0  # how often the loop looks at jobs and canaries
     threshold_interval_s: float = 30.0  # how often it checks thresholds and folds the ledger rollup
     rollup_lag_s: float = 900.0  # ledger hours are folded this long after they end (> the longest request)
@@ -112,6 +113,8 @@ class LoopConfig:
         for key in ("compare_share", "compiled_compare_share"):
             if not 0.0 <= getattr(cfg, key) <= 1.0:
                 raise LoopConfigError(f"loop.{key}: `{getattr(cfg, key)}` must lie between 0 and 1")
+        if cfg.max_running_jobs < 1:
+            raise LoopConfigError(f"loop.max_running_jobs: `{cfg.max_running_jobs}` must be at least 1")
         if not 0.0 <= cfg.min_quality <= 1.0:
             raise LoopConfigError(f"loop.min_quality: `{cfg.min_quality}` must lie between 0 and 1")
         return cfg

@@ -151,3 +151,26 @@ def test_queued_job_is_started_once(store: Engine, tmp_path: Path) -> None:
     b.tick()
     assert list(a.children) == [job_id] and b.children == {}
     run_until(a, job_id, lambda j: j["state"] == "ready")
+
+
+def test_queued_jobs_wait_for_a_free_slot_oldest_first(
+    store: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_COMPILE_STEPS", "10")
+    settings = parse_settings(
+        f'{{"workflows": [{{"name": "travel-booking", "flowchart": "{FLOWCHART}"}}, '
+        f'{{"name": "trips-b", "flowchart": "{FLOWCHART}"}}]}}', "<t>")
+    cfg = cfg_for(tmp_path)  # max_running_jobs defaults to 1
+    seed(store, ledger_rows("travel-booking", 3) + ledger_rows("trips-b", 3))
+    first, second = (int(approve(store, pid, by="ana", settings=settings, cfg=cfg)[1]["id"])
+                     for pid in sorted(raise_due(store, cfg)))
+    runner = JobRunner(store, cfg)
+    runner.tick()
+    assert list(runner.children) == [first]
+    assert get_job(store, second)["state"] == "queued" and get_job(store, second)["pid"] is None
+    run_until(runner, first, lambda j: j["state"] == "ready")
+    assert get_job(store, second)["state"] == "queued" or second in runner.children
+    run_until(runner, second, lambda j: j["state"] == "ready")
+    assert LoopConfig.from_dict({"max_running_jobs": 2}).max_running_jobs == 2
+    with pytest.raises(ValueError, match="max_running_jobs"):
+        LoopConfig.from_dict({"max_running_jobs": 0})
