@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.flowchart import Flowchart, FlowchartError
+from compiler.simulate import canonical_args
 
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
 
@@ -90,20 +91,11 @@ def conversation_key(conv: dict[str, Any]) -> str:
         if isinstance(content, str):
             content = " ".join(content.split()).lower()
         calls = [
-            (c.get("function", {}).get("name"), _canon_args(c.get("function", {}).get("arguments")))
+            (c.get("function", {}).get("name"), canonical_args(c.get("function", {}).get("arguments")))
             for c in m.get("tool_calls") or []
         ]
         turns.append([m.get("role"), content, calls])
     return hashlib.sha256(json.dumps(turns, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
-
-
-def _canon_args(arguments: Any) -> Any:
-    if isinstance(arguments, str):
-        try:
-            return json.loads(arguments)
-        except ValueError:
-            return arguments
-    return arguments
 
 
 def merge_conversations(*sources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
