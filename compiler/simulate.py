@@ -173,6 +173,14 @@ class ConstantPolicy:
         return {"role": "assistant", "content": self.text}
 
 
+def _cache_argument(model: Any) -> str:
+    """The KV-cache keyword of this transformers release: `cache` from 5.x (where `past_key_values`
+    warns and is removed in 5.40), `past_key_values` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class ModelPolicy:
     """Greedy decoding with a transformers causal LM through its chat template (eval is deterministic)."""
 
@@ -196,12 +204,13 @@ class ModelPolicy:
         budget = max_new_tokens or self.max_new_tokens
         ids = ids[-max(1, limit - budget):]
         eos = self.tokenizer.eos_token_id
+        cache_arg = _cache_argument(self.model)
         with torch.inference_mode():
             inp = torch.tensor([ids], dtype=torch.long)
             past = None
             for _ in range(budget):
-                res = self.model(input_ids=inp, past_key_values=past, use_cache=True)
-                past = res.past_key_values
+                res = self.model(input_ids=inp, use_cache=True, **{cache_arg: past})
+                past = getattr(res, cache_arg)
                 nxt = int(res.logits[0, -1].argmax())
                 if nxt == eos:
                     return
