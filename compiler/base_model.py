@@ -71,9 +71,9 @@ def load_base(
             f"cannot load base model `{spec}` ({exc}); give a local folder or a hub id reachable from here."
         ) from None
     if tokenizer.chat_template is None:
-        from .scratch import CHAT_TEMPLATE
+        from .templates import SCRATCH_TEMPLATE
 
-        tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.chat_template = SCRATCH_TEMPLATE
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

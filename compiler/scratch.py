@@ -7,45 +7,24 @@ conversations makes sequences short, and slot values copy in few tokens::
     tok = train_tokenizer(conversations, vocab_size=1024)
     model = build_model("tiny", tok)
 
-The chat template renders tools compactly (``name(arg, ...)``) and tool calls as
-``<tool_call>name {json}</tool_call>``; ``parse_assistant_text`` is its inverse. Assistant turns sit in
-``{% generation %}`` blocks, end-of-turn token included, so TRL's ``assistant_only_loss`` masks
-everything else and the model learns to stop.
+The chat template (``compiler.templates.SCRATCH_TEMPLATE``) renders tools compactly (``name(arg, ...)``)
+and tool calls in the Hermes format of ``compiler.toolcalls``, whose parser reads them back; training
+computes the assistant mask from the rendering, end-of-turn token included, so the model learns to stop.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .templates import SCRATCH_TEMPLATE as CHAT_TEMPLATE
+from .toolcalls import CALL_CLOSE, CALL_OPEN, render_tool_call
+
 PAD, BOS, END = "<|pad|>", "<|bos|>", "<|end|>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|tools|>")
-CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 SPECIAL_TOKENS = (PAD, BOS, END, *ROLE_TOKENS, CALL_OPEN, CALL_CLOSE)
-
-CHAT_TEMPLATE = (
-    "{%- for m in messages %}"
-    "{%- if m.role == 'system' %}<|system|>{{ m.content }}<|end|>"
-    "{%- elif m.role == 'user' %}<|user|>{{ m.content }}<|end|>"
-    "{%- elif m.role == 'tool' %}<|tool|>{{ m.content }}<|end|>"
-    "{%- elif m.role == 'assistant' %}<|assistant|>{% generation %}{{ m.content or '' }}"
-    "{%- for c in (m.tool_calls or []) %}<tool_call>{{ c.function.name }} "
-    "{{ c.function.arguments if c.function.arguments is string else (c.function.arguments | tojson) }}"
-    "</tool_call>{%- endfor %}<|end|>{% endgeneration %}"
-    "{%- endif %}"
-    "{%- if loop.first and tools %}<|tools|>"
-    "{%- for t in tools %}{%- set f = t.function if t.function is defined else t %}{{ f.name }}("
-    "{%- if f.parameters is defined and f.parameters.properties is defined %}"
-    "{{ f.parameters.properties.keys() | list | join(', ') }}{%- endif %})"
-    "{%- if not loop.last %}; {% endif %}{%- endfor %}<|end|>"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}<|assistant|>{%- endif %}"
-)
 
 
 @dataclass(frozen=True)
@@ -102,7 +81,7 @@ def conversation_texts(conv: Mapping[str, Any]) -> Iterator[str]:
         for call in m.get("tool_calls") or []:
             fn = call.get("function", {})
             args = fn.get("arguments", "")
-            yield f"{fn.get('name', '')} {args if isinstance(args, str) else json.dumps(args)}"
+            yield render_tool_call(fn.get("name", ""), args)
 
 
 def train_tokenizer(conversations: Iterable[Mapping[str, Any]], vocab_size: int = 1024) -> Any:
@@ -168,43 +147,6 @@ def build_model(spec: str, tokenizer: Any, seed: int = 0) -> Any:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
-
-
-_CALL_RE = re.compile(re.escape(CALL_OPEN) + r"\s*([^\s{]+)\s*(.*?)" + re.escape(CALL_CLOSE), re.S)
-
-
-def parse_assistant_text(text: str) -> dict[str, Any]:
-    """Decoded model output (template format) -> an OpenAI assistant message with ``tool_calls``.
-
-    Arguments that are not valid JSON are kept as the raw string, so the eval gate can count the call
-    as wrong instead of crashing.
-    """
-    text = text.split(END, 1)[0]
-    calls = []
-    for match in _CALL_RE.finditer(text):
-        name, args = match.group(1), match.group(2).strip()
-        try:
-            args = json.dumps(json.loads(args))
-        except ValueError:
-            pass
-        calls.append(
-            {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": name, "arguments": args}}
-        )
-    content = _CALL_RE.sub("", text)
-    if CALL_OPEN in content:  # an unterminated call: keep what follows as the call's raw text
-        head, _, tail = content.partition(CALL_OPEN)
-        name, _, args = tail.strip().partition(" ")
-        calls.append(
-            {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": name, "arguments": args}}
-        )
-        content = head
-    for tok in SPECIAL_TOKENS:
-        content = content.replace(tok, "")
-    content = content.strip()
-    message: dict[str, Any] = {"role": "assistant", "content": content or None}
-    if calls:
-        message["tool_calls"] = calls
-    return message
 
 
 def count_parameters(model: Any) -> int:

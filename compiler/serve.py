@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifact import MANIFEST, resolve_artifact
-from .scratch import CALL_OPEN
+from .toolcalls import CALL_OPEN
 
 DEFAULT_PORT = 8100
 
@@ -115,9 +115,9 @@ class ChatEngine:
 
 
 def _tool_calls_of(text: str) -> dict[str, Any]:
-    from .scratch import parse_assistant_text
+    from .toolcalls import parse_assistant_text
 
-    return parse_assistant_text(text)
+    return parse_assistant_text(text, ["<|end|>"])
 
 
 def create_app(model_dir: str | Path) -> Any:

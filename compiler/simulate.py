@@ -224,10 +224,10 @@ class ModelPolicy:
         return self.tokenizer.decode(new, skip_special_tokens=False), len(ids), len(new)
 
     def __call__(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> Message:
-        from .scratch import parse_assistant_text
+        from .toolcalls import parse_assistant_text
 
         text, _, _ = self.complete_text(messages, tools)
-        return parse_assistant_text(text)
+        return parse_assistant_text(text, [self.tokenizer.eos_token or ""])
 
 
 class LiteLLMPolicy:

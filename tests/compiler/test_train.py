@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from compiler.base_model import LORA_REFUSAL, BaseModelError, check_base_model
-from compiler.scratch import ScratchError, parse_assistant_text, parse_spec
+from compiler.scratch import ScratchError, parse_spec
+from compiler.toolcalls import parse_assistant_text
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = Path(__file__).with_name("weather.yaml")

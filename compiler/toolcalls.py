@@ -1,0 +1,125 @@
+"""The one tool-call format of compiled models, from training data to the serving parser.
+
+    text = render_tool_call("search_flights", {"origin": "Oslo"})
+    # '<tool_call>{"name": "search_flights", "arguments": {"origin": "Oslo"}}</tool_call>'
+    parse_assistant_text(text + "<|end|>")["tool_calls"][0]["function"]["arguments"]   # '{"origin": "Oslo"}'
+
+Hermes style (``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, arguments a JSON object) is
+what Qwen 2.x/3 templates emit and what vLLM's ``--tool-call-parser hermes`` reads, so the scratch
+template uses it too: one format, one parser (here) for the eval gate, the simulator and the built-in
+server, and the same name in the artifact's manifest and in the ``vllm serve`` command.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
+HERMES = "hermes"
+# tool-call format -> vLLM's `--tool-call-parser` name; only formats parsed by `parse_assistant_text`
+VLLM_PARSERS = {HERMES: "hermes"}
+
+_CALL_RE = re.compile(re.escape(CALL_OPEN) + r"(.*?)" + re.escape(CALL_CLOSE), re.S)
+_NAME_RE = re.compile(r'"name"\s*:\s*"([^"]*)"')
+_ARGS_RE = re.compile(r'"arguments"\s*:\s*(.*?)\s*\}?\s*$', re.S)
+
+
+class ToolFormatError(ValueError):
+    """A base model's template renders tool calls in a format tiergate cannot parse or serve."""
+
+
+def render_tool_call(name: str, arguments: Any) -> str:
+    """A Hermes call as the scratch template renders it (arguments as a JSON object, never a string)."""
+    args = json.loads(arguments) if isinstance(arguments, str) and arguments.strip().startswith("{") else arguments
+    body = json.dumps({"name": name, "arguments": args}, ensure_ascii=False)
+    return f"{CALL_OPEN}{body}{CALL_CLOSE}"
+
+
+def _call(name: str, arguments: Any) -> dict[str, Any]:
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": name, "arguments": args}}
+
+
+def parse_call_body(body: str) -> dict[str, Any]:
+    """The JSON between the call markers -> an OpenAI tool call; a malformed body keeps its raw text.
+
+    The eval gate then counts a malformed call as wrong instead of crashing, and a client sees what the
+    model wrote rather than nothing.
+    """
+    body = body.strip()
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("name"), str):
+        args = data.get("arguments", data.get("parameters", {}))
+        if isinstance(args, str):  # a model trained on string-of-string arguments: unwrap once
+            try:
+                args = json.loads(args)
+            except ValueError:
+                pass
+        return _call(data["name"], args)
+    name = _NAME_RE.search(body)
+    raw = _ARGS_RE.search(body)
+    return _call(name.group(1) if name else "", raw.group(1) if raw else body)
+
+
+def parse_assistant_text(text: str, end_tokens: Iterable[str] = ()) -> dict[str, Any]:
+    """Decoded model output -> an OpenAI assistant message (``content`` and ``tool_calls``).
+
+    ``end_tokens`` (the template's end-of-turn and other special tokens) are cut: the text ends at the
+    first of them that is an end of turn and the rest are removed from the content.
+    """
+    ends = [t for t in end_tokens if t]
+    for end in ends:
+        text = text.split(end, 1)[0]
+    calls = [parse_call_body(m.group(1)) for m in _CALL_RE.finditer(text)]
+    content = _CALL_RE.sub("", text)
+    if CALL_OPEN in content:  # an unterminated call (length limit): parse what there is
+        content, _, tail = content.partition(CALL_OPEN)
+        calls.append(parse_call_body(tail))
+    content = content.strip()
+    message: dict[str, Any] = {"role": "assistant", "content": content or None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def calls_match(got: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
+    """Same names and arguments (as data: key order and spacing do not matter)."""
+
+    def norm(msg: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        out = []
+        for c in msg.get("tool_calls") or []:
+            f = c.get("function", c)
+            args = f.get("arguments")
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args)
+                except ValueError:
+                    pass
+            out.append((f.get("name"), args))
+        return out
+
+    return norm(got) == norm(expected)
+
+
+def tool_format_of(chat_template: str | None) -> str | None:
+    """The tool-call format a chat template renders, or None when it renders no tool calls we know."""
+    if chat_template and CALL_OPEN in chat_template and CALL_CLOSE in chat_template:
+        return HERMES
+    return None
+
+
+def vllm_parser(tool_format: str) -> str:
+    """vLLM's ``--tool-call-parser`` for a format tiergate parses."""
+    try:
+        return VLLM_PARSERS[tool_format]
+    except KeyError:
+        raise ToolFormatError(
+            f"tool-call format `{tool_format}` has no parser here; compiled models use {sorted(VLLM_PARSERS)}."
+        ) from None
