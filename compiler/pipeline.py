@@ -64,8 +64,9 @@ def _spread(rows: list[dict[str, Any]], cap: int) -> list[dict[str, Any]]:
 def build_data(fc: Any, cfg: CompileConfig, out: Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Paths, split and rendered conversations; returns the metadata written to ``data/meta.json``."""
     from .paths import enumerate_paths
-    from .render import render_offline, render_teacher
+    from .render import render_offline
     from .split import edges_covered, split_by_path
+    from .teacher import render_teacher
 
     d = cfg.data
     ps = enumerate_paths(fc, max_loops=d.max_loops, budget=d.path_budget, seed=d.seed)

@@ -11,7 +11,8 @@ import pytest
 
 from compiler.flowchart import Flowchart, FlowchartError, from_dict, load_flowchart
 from compiler.paths import enumerate_paths
-from compiler.render import match_node, render_offline, render_teacher
+from compiler.render import match_node, render_offline
+from compiler.teacher import render_teacher
 from compiler.traffic import load_traffic, merge_conversations
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "configs" / "workflows"
