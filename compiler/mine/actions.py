@@ -1,0 +1,146 @@
+"""Each assistant turn as an action label: what the agent did, not the words it used.
+
+- a tool call is named by its tool: ``tool:search_flights``;
+- a reply is named by the step the app said it was at (``step:<step line>``), when the
+  app sends one (a per-step system message, or a step line in the system text);
+- otherwise replies are clustered by their words (``say:<most frequent reply>``): TF-IDF
+  over the replies with slot values and digits masked, then agglomerative clustering
+  with a cosine distance threshold. Both are deterministic: the same traffic gives the
+  same labels.
+
+The fitted :class:`ActionModel` labels new conversations the same way (held-out ones for
+fitness, a compiled model's replies for the replay gate).
+
+Example::
+
+    labels, model = label_actions(traces, split, slots)
+    model.text_label("I found flight SK101 ...", {})
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cluster import AgglomerativeClustering
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from compiler.mine.slots import SlotFinding
+from compiler.mine.static import StaticSplit
+from compiler.mine.traces import Trace, Turn
+
+TOOL, STEP, SAY = "tool:", "step:", "say:"
+_DIGITS = re.compile(r"\d+")
+
+
+def normalise_reply(text: str, slots: SlotFinding | None, binding: Mapping[str, Sequence[str]]) -> str:
+    """A reply's words with this conversation's slot values and all digits masked, lower-cased."""
+    if slots is not None:
+        text = slots.mask(text, binding)
+    return " ".join(_DIGITS.sub("0", text).lower().split())
+
+
+@dataclass
+class ActionModel:
+    """Labels turns the way the mined traffic was labelled (see the module docstring)."""
+
+    split: StaticSplit
+    slots: SlotFinding
+    vectorizer: TfidfVectorizer | None
+    centroids: np.ndarray  # one unit-length row per text label
+    text_labels: list[str]
+    min_similarity: float = 0.3
+
+    def text_label(self, text: str, binding: Mapping[str, Sequence[str]]) -> tuple[str | None, float]:
+        """The text action whose replies ``text`` resembles most, and how much (cosine); None below the floor."""
+        if self.vectorizer is None or not self.text_labels:
+            return None, 0.0
+        vec = self.vectorizer.transform([normalise_reply(text, self.slots, binding)]).toarray()[0]
+        norm = float(np.linalg.norm(vec))
+        if norm == 0.0:
+            return None, 0.0
+        sims = self.centroids @ (vec / norm)
+        best = int(np.argmax(sims))
+        score = float(sims[best])
+        return (self.text_labels[best] if score >= self.min_similarity else None), score
+
+    def label(self, turn: Turn, binding: Mapping[str, Sequence[str]]) -> str | None:
+        """A turn's action: its tool, its known step, else the nearest reply cluster (None: like nothing seen)."""
+        if turn.is_call:
+            return TOOL + (turn.tool or "")
+        key = self.split.step_key(turn.system)
+        if key and STEP + key in self.text_labels:
+            return STEP + key
+        return self.text_label(turn.text, binding)[0]
+
+
+def _cluster(texts: list[str], counts: Counter[str], distance: float) -> dict[str, str]:
+    """Map each distinct normalised reply to its cluster's name (the cluster's most frequent reply)."""
+    if len(texts) == 1:
+        return {texts[0]: texts[0]}
+    matrix = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(texts).toarray()
+    groups = AgglomerativeClustering(
+        n_clusters=None, distance_threshold=distance, metric="cosine", linkage="average"
+    ).fit_predict(matrix)
+    members: dict[int, list[str]] = {}
+    for text, g in zip(texts, groups, strict=True):
+        members.setdefault(int(g), []).append(text)
+    out: dict[str, str] = {}
+    for group in members.values():
+        name = max(group, key=lambda t: (counts[t], -len(t), t))
+        out.update({t: name for t in group})
+    return out
+
+
+def label_actions(
+    traces: Sequence[Trace],
+    split: StaticSplit,
+    slots: SlotFinding,
+    distance: float = 0.6,
+    min_similarity: float = 0.3,
+) -> tuple[list[list[str]], ActionModel]:
+    """Label every assistant turn; also return the model that labels new conversations alike."""
+    labels: list[list[str | None]] = []
+    unlabelled: Counter[str] = Counter()
+    normal: dict[tuple[int, int], str] = {}
+    for ti, trace in enumerate(traces):
+        row: list[str | None] = []
+        for turn in trace.turns:
+            if turn.is_call:
+                row.append(TOOL + (turn.tool or ""))
+                continue
+            normal[(ti, turn.index)] = normalise_reply(turn.text, slots, slots.bindings[ti])
+            key = split.step_key(turn.system)
+            if key:
+                row.append(STEP + key)
+            else:
+                row.append(None)
+                unlabelled[normal[(ti, turn.index)]] += 1
+        labels.append(row)
+    if unlabelled:
+        texts = sorted(unlabelled, key=lambda t: (-unlabelled[t], t))
+        names = _cluster(texts, unlabelled, distance)
+        for ti, row in enumerate(labels):
+            for k, lab in enumerate(row):
+                if lab is None:
+                    row[k] = SAY + names[normal[(ti, k)]]
+    done: list[list[str]] = [[str(lab) for lab in row] for row in labels]
+    # Centroids of every text action, for labelling replies the miner has not seen.
+    by_label: dict[str, list[str]] = {}
+    for (ti, k), text in normal.items():
+        by_label.setdefault(done[ti][k], []).append(text)
+    vectorizer: TfidfVectorizer | None = None
+    centroids = np.zeros((0, 0))
+    text_labels = sorted(by_label)
+    if text_labels:
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        vectorizer.fit([t for lab in text_labels for t in by_label[lab]])
+        rows = []
+        for lab in text_labels:
+            mean = np.asarray(vectorizer.transform(by_label[lab]).mean(axis=0)).ravel()
+            rows.append(mean / (np.linalg.norm(mean) or 1.0))
+        centroids = np.vstack(rows)
+    return done, ActionModel(split, slots, vectorizer, centroids, text_labels, min_similarity)

@@ -1,0 +1,232 @@
+"""The flowchart draft: the mined graph written in tiergate's flowchart model.
+
+- a node per graph node: a tool call is a ``tool`` node named by its tool, with ``args``
+  templates (``{slot}`` where the value travels, else the literal seen most) and the
+  result seen most; a reply is an ``agent`` node with the most frequent real reply as
+  its ``say`` template (slot values as placeholders);
+- a ``decision`` hub wherever conversations branch after a node: the user's words seen
+  on each branch become that edge's ``utterances``, a tool's result seen on each branch
+  its ``result``;
+- terminals from how conversations end: a reply that only ever ends conversations is a
+  terminal whose outcome is read from its words (escalate / abandon / success); a node
+  after which conversations sometimes stop gets a silent ``abandon`` terminal.
+
+Example::
+
+    fc, labels = build_flowchart(graph, traces, slots, split, name="travel")
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from compiler.flowchart import Edge, Flowchart, Node, Outcome
+from compiler.mine.actions import SAY, STEP, TOOL
+from compiler.mine.automaton import END, START, Graph
+from compiler.mine.slots import SlotFinding, value_text
+from compiler.mine.static import StaticSplit
+from compiler.mine.traces import Trace
+
+MAX_UTTERANCES = 8
+MAX_SAY = 3
+_STEP_PREFIX = re.compile(r"^\W*(current\s+|next\s+)?(step|stage|task)\b\s*\d*\s*[:\-–—]?\s*", re.I)
+_IDENT = re.compile(r"^([A-Za-z][A-Za-z0-9]*(?:[_\-][A-Za-z0-9]+)+)\b")
+
+
+_ESCALATE = re.compile(r"transfer|colleague|human|supervisor|specialist|escalat|hand (you )?over|agent will", re.I)
+_ABANDON = re.compile(
+    r"nothing (has been|was) (booked|changed|done)|no problem|not (booked|proceed)|cancel|goodbye|"
+    r"sorry to see|maybe next time|without", re.I
+)
+
+
+def reply_outcome(text: str) -> Outcome:
+    """How a conversation ended, read from the agent's last words: handed over, given up, else done."""
+    if _ESCALATE.search(text):
+        return "escalate"
+    if _ABANDON.search(text):
+        return "abandon"
+    return "success"
+
+
+def slug(text: str, words: int = 4) -> str:
+    parts = re.findall(r"[a-z0-9]+", re.sub(r"\{[^}]*\}", " ", text.lower()))
+    return "_".join(parts[:words]) or "step"
+
+
+def step_name(step: str) -> str:
+    """A node id from an app's step line: its identifier if it has one (``verify_identity``), else its words."""
+    first = step.splitlines()[0] if step else ""
+    rest = _STEP_PREFIX.sub("", first).strip()
+    m = _IDENT.match(rest)
+    return m.group(1).replace("-", "_").lower() if m else slug(rest)
+
+
+def _base_id(label: str) -> str:
+    if label.startswith(TOOL):
+        return label[len(TOOL):] or "tool"
+    if label.startswith(STEP):
+        return step_name(label[len(STEP):])
+    return slug(label[len(SAY):] if label.startswith(SAY) else label)
+
+
+def node_ids(graph: Graph) -> dict[str, str]:
+    """Readable, unique flowchart ids for the graph's nodes (``start`` stays the start's)."""
+    taken = {"start"}
+    out: dict[str, str] = {}
+    for node, label in graph.nodes.items():
+        base = _base_id(label)
+        nid, i = base, 2
+        while nid in taken:
+            nid, i = f"{base}_{i}", i + 1
+        taken.add(nid)
+        out[node] = nid
+    return out
+
+
+def _top(counter: Counter[str], n: int) -> tuple[str, ...]:
+    return tuple(t for t, _ in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:n])
+
+
+def _arg_text(value: Any) -> str:
+    text = value_text(value)
+    return text if text is not None else json.dumps(value, ensure_ascii=False)
+
+
+class _Evidence:
+    """What was seen on each transition and at each node, slot values masked."""
+
+    def __init__(self, graph: Graph, traces: Sequence[Trace], slots: SlotFinding) -> None:
+        self.user: dict[tuple[str, str], Counter[str]] = {}
+        self.result: dict[tuple[str, str], Counter[str]] = {}
+        self.say: dict[str, Counter[str]] = {}
+        self.args: dict[str, dict[str, Counter[str]]] = {}
+        self.steps: dict[str, Counter[str]] = {}
+        for ti, (trace, walk) in enumerate(zip(traces, graph.walks, strict=True)):
+            binding = slots.bindings[ti]
+            prev = START
+            for turn, node in zip(trace.turns, walk, strict=True):
+                self._gap(prev, node, turn.user, turn.results, slots, binding)
+                if turn.is_call:
+                    per_arg = self.args.setdefault(node, {})
+                    for arg, value in turn.arguments.items():
+                        slot = slots.arg_slots.get((turn.tool or "", str(arg)))
+                        per_arg.setdefault(str(arg), Counter())["{" + slot + "}" if slot else _arg_text(value)] += 1
+                else:
+                    self.say.setdefault(node, Counter())[slots.mask(turn.text.strip(), binding)] += 1
+                prev = node
+            trailing_results = tuple(
+                str(m.get("content") or "") for m in trace.messages[trace.turns[-1].history + 1:]
+                if m.get("role") == "tool"
+            )
+            self._gap(prev, END, trace.trailing_user, trailing_results, slots, binding)
+
+    def _gap(
+        self,
+        prev: str,
+        node: str,
+        user: Sequence[str],
+        results: Sequence[str],
+        slots: SlotFinding,
+        binding: Mapping[str, Sequence[str]],
+    ) -> None:
+        key = (prev, node)
+        if user:
+            self.user.setdefault(key, Counter())[slots.mask(user[-1].strip(), binding)] += 1
+        if results:
+            self.result.setdefault(key, Counter())[slots.mask(results[-1].strip(), binding)] += 1
+
+
+def build_flowchart(
+    graph: Graph,
+    traces: Sequence[Trace],
+    slots: SlotFinding,
+    split: StaticSplit,
+    name: str = "workflow",
+) -> tuple[Flowchart, dict[str, str]]:
+    """The chart draft and, for each of its action nodes, the action label it stands for."""
+    ev = _Evidence(graph, traces, slots)
+    ids = node_ids(graph)
+    ids[START] = "start"
+    nodes: dict[str, Node] = {"start": Node("start", "start", "The conversation opens.")}
+    labels: dict[str, str] = {}
+    edges: list[Edge] = []
+    schemas: dict[str, dict[str, Any]] = {}
+    for trace in traces:
+        for t in trace.tools:
+            fn = t.get("function") if isinstance(t.get("function"), dict) else t
+            if isinstance(fn, dict) and fn.get("name") and fn["name"] not in schemas:
+                schemas[str(fn["name"])] = {"type": "function", "function": dict(fn)}
+    ends_only = {n for n in graph.nodes if set(graph.succ.get(n, Counter())) == {END}}
+    for node, label in graph.nodes.items():
+        nid = ids[node]
+        labels[nid] = label
+        # An app's step line is the step's instruction; mined replies only have their words.
+        text = label[len(STEP):].splitlines()[0].strip() if label.startswith(STEP) else ""
+        if label.startswith(TOOL):
+            tool = label[len(TOOL):]
+            out_results: Counter[str] = Counter()
+            for (src, _dst), seen in ev.result.items():
+                if src == node:
+                    out_results.update(seen)
+            args = {a: _top(c, 1)[0] for a, c in ev.args.get(node, {}).items()}
+            nodes[nid] = Node(
+                nid, "tool", text or f"Call `{tool}`.", tool=tool, args=args,
+                result=(_top(out_results, 1) or (None,))[0],
+            )
+            continue
+        say = _top(ev.say.get(node, Counter()), MAX_SAY)
+        if node in ends_only:
+            nodes[nid] = Node(nid, "terminal", text or f"Close: {say[0][:80]}", say=say, outcome=reply_outcome(say[0]))
+        else:
+            nodes[nid] = Node(nid, "agent", text or f"Reply like: {say[0][:80]}", say=say)
+    for src in [START, *graph.nodes]:
+        if src in ends_only:
+            continue
+        outs = sorted(graph.succ.get(src, Counter()).items(), key=lambda kv: (-kv[1], kv[0]))
+        sid = ids[src]
+        from_tool = src != START and graph.nodes[src].startswith(TOOL)
+        branches: list[Edge] = []
+        for dst, _count in outs:
+            if dst == END:
+                tid = f"{sid}_end"
+                nodes[tid] = Node(tid, "terminal", "The customer leaves here.", outcome="abandon")
+                branches.append(Edge(sid, tid, condition="The conversation ends here."))
+                continue
+            utterances = _top(ev.user.get((src, dst), Counter()), MAX_UTTERANCES)
+            results = _top(ev.result.get((src, dst), Counter()), 1)
+            if utterances:
+                condition = f"The customer says something like “{utterances[0]}”."
+            elif from_tool and results:
+                condition = f"`{graph.nodes[src][len(TOOL):]}` returns {results[0][:100]}"
+            else:
+                condition = ""
+            result = results[0] if from_tool and results and len(outs) > 1 else None
+            branches.append(Edge(sid, ids[dst], condition, utterances, result))
+        if len(branches) == 1:
+            edges.append(branches[0])
+            continue
+        hub = "opening" if src == START else f"{sid}_result" if from_tool else f"{sid}_answer"
+        question = (
+            "How does the conversation open?" if src == START
+            else f"What did `{graph.nodes[src][len(TOOL):]}` return?" if from_tool
+            else "What does the customer answer?"
+        )
+        nodes[hub] = Node(hub, "decision", question)
+        edges.append(Edge(sid, hub))
+        edges.extend(Edge(hub, b.target, b.condition, b.utterances, b.result) for b in branches)
+    fc = Flowchart(
+        name=name,
+        system_prompt=split.persona(),
+        start="start",
+        nodes=nodes,
+        edges=tuple(edges),
+        slots={s.name: s.values for s in slots.slots},
+        tools=tuple(schemas.values()),
+        description=f"Mined from {len(traces)} captured conversations by `tiergate flowchart mine`.",
+    )
+    return fc, labels

@@ -1,0 +1,95 @@
+"""The mining stage: captured conversations in, a flowchart draft (and what it was built from) out.
+
+Stages, each in its own module: static/transient split of the system text (``static``),
+slots (``slots``), action labels (``actions``), the graph (``automaton``), the chart
+(``build``). Fitness on held-out conversations is in ``fitness``, the replay gate in
+``replay``.
+
+Example::
+
+    train, held_out = holdout_split(read_traces("travel.jsonl"), 0.2)
+    mined = mine(train, name="travel")
+    print(fitness(mined, held_out).share)
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from compiler.flowchart import Flowchart
+from compiler.mine.actions import ActionModel, label_actions
+from compiler.mine.automaton import Graph, infer_graph
+from compiler.mine.build import build_flowchart
+from compiler.mine.slots import SlotFinding, find_slots, value_text
+from compiler.mine.static import StaticSplit, split_static
+from compiler.mine.traces import MineError, Trace
+
+
+@dataclass
+class MinedWorkflow:
+    """The draft chart plus the models that relate new conversations to it."""
+
+    flowchart: Flowchart
+    node_labels: dict[str, str]  # action node id -> action label
+    model: ActionModel
+    split: StaticSplit
+    slots: SlotFinding
+    graph: Graph
+    conversations: int
+    seconds: float
+
+    def nodes_for(self, label: str | None) -> list[str]:
+        return [n for n, lab in self.node_labels.items() if lab == label]
+
+    def bind(self, trace: Trace) -> dict[str, list[str]]:
+        """A new conversation's slot values, read from its tool calls (for masking its replies)."""
+        out: dict[str, list[str]] = {}
+        for turn in trace.turns:
+            for arg, raw in turn.arguments.items():
+                slot = self.slots.arg_slots.get((turn.tool or "", str(arg)))
+                value = value_text(raw)
+                if slot and value is not None:
+                    bound = out.setdefault(slot, [])
+                    if value not in bound:
+                        bound.append(value)
+        return out
+
+
+def mine(
+    traces: Sequence[Trace],
+    name: str = "workflow",
+    min_support: int | None = None,
+    distance: float = 0.6,
+) -> MinedWorkflow:
+    """Mine a flowchart draft from conversations of one workflow.
+
+    ``min_support``: turns each side of a node split needs (default: 2% of the
+    conversations, at least 5); ``distance``: cosine distance under which replies are one
+    step when the app names no step.
+    """
+    if not traces:
+        raise MineError("no conversations to mine; export the workflow's traffic first")
+    began = time.perf_counter()
+    split = split_static(traces)
+    slots = find_slots(traces)
+    labels, model = label_actions(traces, split, slots, distance=distance)
+    support = min_support if min_support is not None else max(5, len(traces) // 50)
+    graph = infer_graph(labels, min_support=support)
+    fc, node_labels = build_flowchart(graph, traces, slots, split, name=name)
+    return MinedWorkflow(
+        fc, node_labels, model, split, slots, graph, len(traces), time.perf_counter() - began
+    )
+
+
+def holdout_split(traces: Sequence[Trace], share: float, seed: int = 0) -> tuple[list[Trace], list[Trace]]:
+    """(mining, held-out) by whole conversation, seeded; at least one conversation is mined."""
+    if not 0.0 <= share < 1.0:
+        raise MineError(f"holdout share `{share}` must be in [0, 1); e.g. 0.2 holds out a fifth")
+    order = list(range(len(traces)))
+    random.Random(seed).shuffle(order)
+    n_out = min(int(round(share * len(traces))), len(traces) - 1)
+    out = set(order[:n_out])
+    return [t for i, t in enumerate(traces) if i not in out], [t for i, t in enumerate(traces) if i in out]
