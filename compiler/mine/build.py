@@ -13,7 +13,7 @@
 
 Example::
 
-    fc, labels = build_flowchart(graph, traces, slots, split, name="travel")
+    fc, labels, ids = build_flowchart(graph, traces, slots, split, name="travel")
 """
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ def build_flowchart(
     slots: SlotFinding,
     split: StaticSplit,
     name: str = "workflow",
-) -> tuple[Flowchart, dict[str, str]]:
-    """The chart draft and, for each of its action nodes, the action label it stands for."""
+) -> tuple[Flowchart, dict[str, str], dict[str, str]]:
+    """The chart draft; for each of its action nodes, the action label it stands for; graph node -> chart id."""
     ev = _Evidence(graph, traces, slots)
     ids = node_ids(graph)
     ids[START] = "start"
@@ -229,4 +229,4 @@ def build_flowchart(
         tools=tuple(schemas.values()),
         description=f"Mined from {len(traces)} captured conversations by `tiergate flowchart mine`.",
     )
-    return fc, labels
+    return fc, labels, {n: i for n, i in ids.items() if n != START}

@@ -153,3 +153,42 @@ def fitness(mined: MinedWorkflow, held_out: Sequence[Trace], fc: Flowchart | Non
         edge_coverage=len(edges) / (len(chart.edges) or 1),
         misfits=misfits,
     )
+
+
+@dataclass
+class Recovery:
+    """How a mined chart's nodes line up with a known procedure's steps (for tests and benchmarks).
+
+    Each mined node stands for the true step most of its turns came from; a true step is
+    recovered when some node stands for it, and every further node standing for an
+    already recovered step (or for nothing) is extra.
+    """
+
+    true_steps: int
+    recovered: int
+    extra: int
+    mapping: dict[str, str]  # mined node -> true step
+
+    @property
+    def share(self) -> float:
+        return self.recovered / self.true_steps if self.true_steps else 0.0
+
+    @property
+    def extra_share(self) -> float:
+        return self.extra / self.true_steps if self.true_steps else 0.0
+
+
+def step_recovery(turn_nodes: Sequence[Sequence[str]], truth: Sequence[Sequence[str]]) -> Recovery:
+    """Compare mined nodes with the true step of every assistant turn (same conversations, same order)."""
+    votes: dict[str, dict[str, int]] = {}
+    steps: set[str] = set()
+    for mined_row, true_row in zip(turn_nodes, truth, strict=True):
+        if len(mined_row) != len(true_row):
+            raise ValueError("a conversation's mined and true turns differ in number; pass the same conversations")
+        for node, step in zip(mined_row, true_row, strict=True):
+            steps.add(step)
+            per = votes.setdefault(node, {})
+            per[step] = per.get(step, 0) + 1
+    mapping = {node: max(per, key=lambda s: (per[s], s)) for node, per in votes.items()}
+    recovered = set(mapping.values())
+    return Recovery(len(steps), len(recovered), len(mapping) - len(recovered), mapping)

@@ -38,6 +38,7 @@ class MinedWorkflow:
     split: StaticSplit
     slots: SlotFinding
     graph: Graph
+    turn_nodes: list[list[str]]  # per mined conversation: the chart node of each assistant turn
     conversations: int
     seconds: float
 
@@ -78,9 +79,10 @@ def mine(
     labels, model = label_actions(traces, split, slots, distance=distance)
     support = min_support if min_support is not None else max(5, len(traces) // 50)
     graph = infer_graph(labels, min_support=support)
-    fc, node_labels = build_flowchart(graph, traces, slots, split, name=name)
+    fc, node_labels, ids = build_flowchart(graph, traces, slots, split, name=name)
+    turn_nodes = [[ids[n] for n in walk] for walk in graph.walks]
     return MinedWorkflow(
-        fc, node_labels, model, split, slots, graph, len(traces), time.perf_counter() - began
+        fc, node_labels, model, split, slots, graph, turn_nodes, len(traces), time.perf_counter() - began
     )
 
 
