@@ -58,6 +58,34 @@ class DataConfig:
     simulator_model: str | None = field(
         default=None, metadata={"help": "litellm model playing the user in teacher mode."}
     )
+    teacher_api_base: str | None = field(default=None, metadata={"help": (
+        "Base URL of an OpenAI-compatible server for the teacher and simulator (`openai/<model>` models)."
+    )})
+    teacher_api_key_env: str | None = field(
+        default=None, metadata={"help": "Environment variable holding the teacher's API key (else litellm's own)."}
+    )
+    teacher_concurrency: int = field(
+        default=8, metadata={"help": "Teacher conversations rendered at once (each one's turns stay in order)."}
+    )
+    max_teacher_usd: float | None = field(default=None, metadata={"help": (
+        "Teacher budget in USD: refuse to start when the estimate exceeds it, stop (keeping what is rendered "
+        "and cached) when spending reaches it. None: no limit."
+    )})
+    teacher_usd_per_mtok_in: float | None = field(
+        default=None, metadata={"help": "Teacher price per million prompt tokens; None: litellm's price map."}
+    )
+    teacher_usd_per_mtok_out: float | None = field(
+        default=None, metadata={"help": "Teacher price per million completion tokens; None: litellm's price map."}
+    )
+    teacher_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of teacher calls."})
+    teacher_regenerations: int = field(default=2, metadata={"help": (
+        "Times an off-node teacher reply is asked again before its conversation is dropped (counted in meta)."
+    )})
+    teacher_retries: int = field(
+        default=3, metadata={"help": "Retries of a failing teacher call (backoff) before the outage stops the run."}
+    )
+    teacher_retry_wait_s: float = field(default=2.0, metadata={"help": "First retry wait; it doubles each time."})
+    teacher_timeout_s: float = field(default=120.0, metadata={"help": "Seconds one teacher call may take."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling, splitting and rendering."})
 
 

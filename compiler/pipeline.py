@@ -53,7 +53,7 @@ def _write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def _spread(rows: list[dict[str, Any]], cap: int) -> list[dict[str, Any]]:
+def _spread(rows: list[Any], cap: int) -> list[Any]:
     """At most ``cap`` rows, evenly over the list (which is grouped by path), so every path keeps some."""
     if cap <= 0 or len(rows) <= cap:
         return rows
@@ -66,25 +66,29 @@ def build_data(fc: Any, cfg: CompileConfig, out: Path, echo: Callable[[str], Non
     from .paths import enumerate_paths
     from .render import render_offline
     from .split import edges_covered, split_by_path
-    from .teacher import render_teacher
+    from .teacher_run import render_teacher_jobs
 
     d = cfg.data
     ps = enumerate_paths(fc, max_loops=d.max_loops, budget=d.path_budget, seed=d.seed)
     train_paths, eval_paths = split_by_path(ps.paths, d.eval_share, d.seed)
 
-    def render(path: Any, variant: int, novel_share: float = 0.0) -> dict[str, Any]:
-        if d.teacher_model:
-            return render_teacher(fc, path, d.teacher_model, d.simulator_model or d.teacher_model,
-                                  seed=d.seed * 1_000_003 + variant)
-        return render_offline(fc, path, seed=d.seed, variant=variant, novel_share=novel_share)
-
-    train_rows = [render(p, v, d.novel_slot_share) for p in train_paths for v in range(d.variants_per_path)]
-    train_rows = _spread(train_rows, d.max_train_conversations)
-    eval_rows = [render(p, EVAL_VARIANT_BASE + v) for p in eval_paths for v in range(d.eval_variants_per_path)]
-    eval_rows = _spread(eval_rows, d.max_eval_conversations)
+    # capped before rendering: a teacher is paid only for the conversations that are kept
+    train_jobs = _spread([(p, v) for p in train_paths for v in range(d.variants_per_path)], d.max_train_conversations)
+    eval_jobs = _spread([(p, EVAL_VARIANT_BASE + v) for p in eval_paths for v in range(d.eval_variants_per_path)],
+                        d.max_eval_conversations)
     # no path could be held out (tree-shaped chart): held-out loss falls back to unseen slot values
     loss_paths = eval_paths or train_paths
-    heldout_rows = [render(p, HELDOUT_VARIANT_BASE + v) for p in loss_paths for v in range(2)]
+    heldout_jobs = [(p, HELDOUT_VARIANT_BASE + v) for p in loss_paths for v in range(2)]
+    teacher_report: dict[str, Any] | None = None
+    if d.teacher_model:
+        rows, teacher_report = render_teacher_jobs(
+            fc, d, {"train": train_jobs, "eval": eval_jobs, "heldout": heldout_jobs}, out, echo)
+        train_rows, eval_rows, heldout_rows = rows["train"], rows["eval"], rows["heldout"]
+    else:
+        train_rows = [render_offline(fc, p, seed=d.seed, variant=v, novel_share=d.novel_slot_share)
+                      for p, v in train_jobs]
+        eval_rows = [render_offline(fc, p, seed=d.seed, variant=v) for p, v in eval_jobs]
+        heldout_rows = [render_offline(fc, p, seed=d.seed, variant=v) for p, v in heldout_jobs]
     traffic_rows = 0
     if d.traffic:
         from .traffic import load_traffic, merge_conversations
@@ -126,6 +130,8 @@ def build_data(fc: Any, cfg: CompileConfig, out: Path, echo: Callable[[str], Non
         "mode": "teacher" if d.teacher_model else "offline",
         "eval_path_ids": [p.id for p in eval_paths],
     }
+    if teacher_report is not None:
+        meta["teacher"] = teacher_report
     write_json_atomic(data_dir / "meta.json", meta)
     echo(
         f"paths {len(ps.paths)} ({len(train_paths)} train / {len(eval_paths)} eval), "
