@@ -286,7 +286,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     from .base_model import load_trained
-    from .flowchart import load_flowchart
+    from .formats import load_flowchart
     from .simulate import ModelPolicy
     from .train import read_jsonl
 

@@ -1,11 +1,14 @@
-"""Workflow flowcharts: the data model, the YAML format, and validation.
+"""Workflow flowcharts: the data model, its plain-data form, and validation.
 
 A flowchart is the single source a compiled model is built from, so it must be
 checked before anything is synthesised from it: a missing utterance found here costs
-a minute; found after training, it costs a training run. The YAML format is
-documented, with a worked example, in ``docs/flowcharts.md``.
+a minute; found after training, it costs a training run. The file formats (YAML,
+Mermaid, DOT, LangGraph) live in :mod:`compiler.formats`, which builds on this module
+and never the other way round; the YAML format is documented in ``docs/flowcharts.md``.
 
 Example::
+
+    from compiler.formats import load_flowchart
 
     fc = load_flowchart("configs/workflows/travel-booking.yaml")
     for issue in validate(fc):
@@ -20,13 +23,12 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-import yaml
-
 NodeKind = Literal["start", "agent", "tool", "decision", "terminal"]
-Outcome = Literal["success", "abandon", "escalate"]
+# `handoff`: the conversation continues elsewhere (another chart, another team); imported
+# drawings end their unmarked dead ends there.
+Outcome = Literal["success", "abandon", "escalate", "handoff"]
 IssueKind = Literal["structure", "synthesis"]
 
 NODE_KINDS: tuple[str, ...] = get_args(NodeKind)
@@ -58,6 +60,7 @@ class Node:
     args: Mapping[str, str] = field(default_factory=dict)
     result: str | None = None
     outcome: Outcome | None = None
+    group: str | None = None  # the subgraph or cluster a drawing put it in; for readers only
 
     @property
     def speaks(self) -> bool:
@@ -113,6 +116,9 @@ class Flowchart:
     tools: tuple[dict[str, Any], ...] = ()
     description: str = ""
     source: str = field(default="", compare=False)
+    # What an importer repaired or guessed (a dead end made a hand-off, say): shown by
+    # `flowchart check`, not part of the chart's identity.
+    notes: tuple[str, ...] = field(default=(), compare=False)
     _out: Mapping[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -153,57 +159,12 @@ class Flowchart:
         return hashlib.sha256(canon.encode("utf-8")).hexdigest()
 
 
-# ----------------------------------------------------------------------------- YAML
+# ----------------------------------------------------------------------- plain data
 
 
 _TOP_KEYS = {"name", "description", "system_prompt", "start", "slots", "tools", "nodes", "edges"}
-_NODE_KEYS = {"kind", "text", "say", "tool", "args", "result", "outcome"}
+_NODE_KEYS = {"kind", "text", "say", "tool", "args", "result", "outcome", "group"}
 _EDGE_KEYS = {"from", "to", "condition", "utterances", "result"}
-
-
-def load_flowchart(path: str | Path) -> Flowchart:
-    """Load a flowchart from YAML (``.yaml``/``.yml``), Mermaid (``.mmd``/``.mermaid``) or DOT (``.dot``/``.gv``).
-
-    Only parsing errors raise here; call :func:`validate` or :func:`check` for the rest.
-    """
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in (".yaml", ".yml", ".mmd", ".mermaid", ".dot", ".gv"):
-        raise FlowchartError(
-            f"`{p}`: unknown flowchart format `{suffix or '(none)'}`; "
-            "use .yaml/.yml, .mmd/.mermaid or .dot/.gv"
-        )
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FlowchartError(
-            f"`{p}`: cannot read the flowchart ({exc.strerror or exc}); check the path"
-        ) from exc
-    if suffix in (".mmd", ".mermaid"):
-        from compiler.mermaid import parse_mermaid
-
-        return parse_mermaid(text, name=p.stem, source=str(p))
-    if suffix in (".dot", ".gv"):
-        from compiler.dot import parse_dot
-
-        return parse_dot(text, name=p.stem, source=str(p))
-    return loads_yaml(text, source=str(p), default_name=p.stem)
-
-
-def loads_yaml(text: str, source: str = "<string>", default_name: str = "workflow") -> Flowchart:
-    """Parse the YAML format; every error names ``source`` and the node or key at fault."""
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise FlowchartError(f"`{source}`: not valid YAML{where}: {problem}") from exc
-    if not isinstance(doc, dict):
-        raise FlowchartError(f"`{source}`: a flowchart must be a YAML mapping with `nodes` and `edges`")
-    return from_dict(doc, source=source, default_name=default_name)
 
 
 def from_dict(doc: Mapping[str, Any], source: str = "<dict>", default_name: str = "workflow") -> Flowchart:
@@ -302,6 +263,7 @@ def _node_from_dict(nid: str, raw: Any, fail: Any) -> Node:
         args={str(k): str(v) for k, v in args.items()},
         result=result,
         outcome=cast(Outcome | None, outcome),
+        group=None if raw.get("group") is None else str(raw["group"]),
     )
 
 
@@ -355,6 +317,8 @@ def to_dict(fc: Flowchart) -> dict[str, Any]:
             d["result"] = n.result
         if n.outcome is not None:
             d["outcome"] = n.outcome
+        if n.group is not None:
+            d["group"] = n.group
         nodes[n.id] = d
     edges: list[dict[str, Any]] = []
     for e in fc.edges:
@@ -376,11 +340,6 @@ def to_dict(fc: Flowchart) -> dict[str, Any]:
     out["nodes"] = nodes
     out["edges"] = edges
     return out
-
-
-def dump_yaml(fc: Flowchart) -> str:
-    """YAML text that :func:`loads_yaml` reads back into an equal chart."""
-    return yaml.safe_dump(to_dict(fc), sort_keys=False, allow_unicode=True, width=100)
 
 
 # ----------------------------------------------------------------------- validation
@@ -486,7 +445,7 @@ def validate(fc: Flowchart) -> list[Issue]:
                 )
             if n.outcome is None:
                 issues.append(
-                    Issue(n.id, "a terminal without `outcome`; set it to success, abandon or escalate")
+                    Issue(n.id, "a terminal without `outcome`; set it to success, abandon, escalate or handoff")
                 )
         elif not outs:
             issues.append(
@@ -618,127 +577,3 @@ def fill(template: str, slots: Mapping[str, str]) -> str:
 
 def placeholders(texts: Iterable[str]) -> set[str]:
     return {s for t in texts for s in PLACEHOLDER.findall(t)}
-
-
-# ----------------------------------------------------------------- imported drawings
-
-Shape = Literal["rect", "round", "oval", "decision", "tool"]
-
-_END_WORDS = re.compile(
-    r"\b(end|ends|ended|done|finish|finished|close|closed|goodbye|bye|success|resolved|complete|completed|"
-    r"escalat\w*|transfer\w*|handover|hand over|human|abandon\w*|cancel\w*|gives? up|gave up|quit|hangs? up)\b",
-    re.I,
-)
-_START_WORDS = re.compile(r"\b(start|begin|begins|entry|open|opens)\b", re.I)
-
-
-@dataclass
-class DrawnNode:
-    """A node as an importer saw it: a label, a shape class and optional explicit fields."""
-
-    id: str
-    label: str = ""
-    shape: Shape = "rect"
-    attrs: dict[str, str] = field(default_factory=dict)
-    line: int = 0
-
-
-@dataclass
-class DrawnEdge:
-    source: str
-    target: str
-    label: str = ""
-    line: int = 0
-
-
-def infer_outcome(text: str) -> Outcome:
-    """Read a terminal's outcome from its words: escalate and abandon are named, anything else succeeds."""
-    low = text.lower()
-    if re.search(r"escalat|transfer|handover|hand over|human|colleague|supervisor|operator", low):
-        return "escalate"
-    if re.search(
-        r"abandon|cancel|gives? up|gave up|quit|hangs? up|declin|without|leaves|\bnot\b|\bno\b", low
-    ):
-        return "abandon"
-    return "success"
-
-
-def slug(text: str) -> str:
-    out = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-    return out or "tool"
-
-
-def from_graph(
-    name: str, source: str, nodes: Mapping[str, DrawnNode], edges: Iterable[DrawnEdge]
-) -> Flowchart:
-    """Turn a drawing into a chart, inferring kinds from shapes and position.
-
-    Decisions come from diamond/rhombus shapes and tools from subroutine-like shapes (or
-    an explicit ``kind``/``tool`` attribute). The start is the first node with no
-    incoming edge (an oval/stadium one, or one labelled "start", preferred). A node with
-    no outgoing edge is a terminal when it is drawn as an oval/stadium or its label
-    reads like an ending ("done", "escalate to human"...); any other dead end stays an
-    agent node so that validation reports it instead of silently ending the workflow.
-    """
-    edge_list = list(edges)
-    incoming = {e.target for e in edge_list}
-    outgoing = {e.source for e in edge_list}
-    explicit_start = [n.id for n in nodes.values() if n.attrs.get("kind") == "start"]
-    roots = [n for n in nodes.values() if n.id not in incoming]
-    start = explicit_start[0] if explicit_start else None
-    if start is None:
-        preferred = [n for n in roots if n.shape in ("oval", "round") or _START_WORDS.search(n.label or n.id)]
-        pick = preferred or roots or list(nodes.values())
-        start = pick[0].id if pick else ""
-    built: dict[str, Node] = {}
-    for n in nodes.values():
-        label = (n.label or n.id).strip()
-        kind: str = n.attrs.get("kind", "")
-        if not kind:
-            if n.shape == "decision":
-                kind = "decision"
-            elif n.shape == "tool" or "tool" in n.attrs:
-                kind = "tool"
-            elif n.id == start:
-                kind = "start" if (n.shape in ("oval", "round") or _START_WORDS.search(label)) else "agent"
-            elif n.id not in outgoing and (n.shape == "oval" or _END_WORDS.search(label)):
-                kind = "terminal"
-            else:
-                kind = "agent"
-        if kind not in NODE_KINDS:
-            raise FlowchartError(
-                f"`{source}` line {n.line}: node `{n.id}` has unknown kind `{kind}`; use one of {', '.join(NODE_KINDS)}"
-            )
-        outcome = n.attrs.get("outcome") or (infer_outcome(label) if kind == "terminal" else None)
-        if outcome is not None and outcome not in OUTCOMES:
-            raise FlowchartError(
-                f"`{source}` line {n.line}: node `{n.id}` has unknown outcome `{outcome}`; use one of {', '.join(OUTCOMES)}"
-            )
-        built[n.id] = Node(
-            id=n.id,
-            kind=cast(NodeKind, kind),
-            text=label,
-            tool=(n.attrs.get("tool") or slug(label)) if kind == "tool" else None,
-            outcome=cast(Outcome | None, outcome),
-        )
-    # Stub schemas so the converted YAML shows where each tool's parameters go.
-    tools = tuple(
-        {
-            "type": "function",
-            "function": {
-                "name": t,
-                "description": n.text,
-                "parameters": {"type": "object", "properties": {}},
-            },
-        }
-        for t, n in {n.tool: n for n in built.values() if n.tool}.items()
-    )
-    return Flowchart(
-        name=name,
-        system_prompt="",
-        start=start,
-        tools=tools,
-        nodes=built,
-        edges=tuple(Edge(e.source, e.target, condition=e.label.strip()) for e in edge_list),
-        source=source,
-    )

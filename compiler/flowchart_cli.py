@@ -1,12 +1,15 @@
-"""`tiergate flowchart check|convert`: inspect and convert workflow charts.
+"""`tiergate flowchart check|convert|import-langgraph`: inspect, convert and import workflow charts.
 
-Until the `tiergate` console script wires it in, run it as
+`register_flowchart` adds the `flowchart` group to the `tiergate` app (through
+`compiler.cli.register`); each subcommand is registered by its own small function on the
+group, so a new one (`mine`, say) is one more `_add_...(sub)` call. Also runnable alone as
 ``python -m compiler.flowchart_cli flowchart check FILE``.
 
 Example::
 
     tiergate flowchart check configs/workflows/travel-booking.yaml
     tiergate flowchart convert configs/workflows/password-reset.mmd --to yaml --out password-reset.yaml
+    tiergate flowchart import-langgraph my_agent.graph:app --out my-agent.yaml
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from pathlib import Path
 
 import typer
 
-from compiler.flowchart import Flowchart, FlowchartError, dump_yaml, load_flowchart, validate
+from compiler.flowchart import Flowchart, FlowchartError, validate
+from compiler.formats import load_flowchart
+from compiler.formats.yaml import dump_yaml
 from compiler.paths import count_paths, enumerate_paths
 
 
@@ -79,6 +84,8 @@ def check_report(fc: Flowchart, max_loops: int = 1, budget: int = 1_000) -> tupl
             f"  coverage:       nodes {ps.node_coverage:.0%}, edges {ps.edge_coverage:.0%} "
             f"({len(ps)} paths, {ps.method}, loops {max_loops}x)"
         )
+    for note in fc.notes:
+        lines.append(f"  NOTE    {note}")
     for issue in structure:
         lines.append(f"  ERROR   {issue}")
     for issue in synthesis:
@@ -89,11 +96,32 @@ def check_report(fc: Flowchart, max_loops: int = 1, budget: int = 1_000) -> tupl
 
 
 def register_flowchart(app: typer.Typer) -> None:
-    """Add the `flowchart` sub-app (check, convert) to the `tiergate` app."""
+    """Add the `flowchart` group (check, convert, import-langgraph) to the `tiergate` app."""
     sub = typer.Typer(
-        help="Inspect and convert workflow flowcharts (YAML, Mermaid, DOT).", no_args_is_help=True
+        help="Inspect, convert and import workflow flowcharts (YAML, Mermaid, DOT, LangGraph).",
+        no_args_is_help=True,
     )
+    _add_check(sub)
+    _add_convert(sub)
+    _add_import_langgraph(sub)
+    app.add_typer(sub, name="flowchart")
 
+
+def _write(text: str, out: Path | None) -> None:
+    """Print ``text``, or write it to ``out`` and say so on stderr."""
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _fail(
+            f"cannot write `{out}` ({exc.strerror or exc}); check the folder exists and is writable"
+        ) from None
+    typer.echo(f"wrote {out}", err=True)
+
+
+def _add_check(sub: typer.Typer) -> None:
     @sub.command("check")
     def check_cmd(
         file: Path = typer.Argument(..., help="Flowchart: .yaml/.yml, .mmd/.mermaid or .dot/.gv."),
@@ -123,6 +151,8 @@ def register_flowchart(app: typer.Typer) -> None:
                 f"`{file}` has {n_synthesis} TODO item(s) listed above; fill them in before compiling", 1
             )
 
+
+def _add_convert(sub: typer.Typer) -> None:
     @sub.command("convert")
     def convert_cmd(
         file: Path = typer.Argument(..., help="Flowchart: .yaml/.yml, .mmd/.mermaid or .dot/.gv."),
@@ -132,19 +162,28 @@ def register_flowchart(app: typer.Typer) -> None:
         """Write a chart as YAML, the format to enrich with reply templates, utterances and slots."""
         if to.lower() not in ("yaml", "yml"):
             raise _fail(f"cannot convert to `{to}`; the only target is `yaml`")
-        text = dump_yaml(_load(file))
-        if out is None:
-            typer.echo(text, nl=False)
-            return
-        try:
-            out.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise _fail(
-                f"cannot write `{out}` ({exc.strerror or exc}); check the folder exists and is writable"
-            ) from None
-        typer.echo(f"wrote {out}", err=True)
+        _write(dump_yaml(_load(file)), out)
 
-    app.add_typer(sub, name="flowchart")
+
+def _add_import_langgraph(sub: typer.Typer) -> None:
+    @sub.command("import-langgraph")
+    def import_langgraph_cmd(
+        target: str = typer.Argument(
+            ..., help="The graph as `module:attribute` (a StateGraph, its compiled graph, or a function returning one)."
+        ),
+        name: str | None = typer.Option(None, "--name", help="Workflow name (default: the attribute)."),
+        out: Path | None = typer.Option(None, "--out", help="Write the YAML here instead of stdout."),
+    ) -> None:
+        """Build a flowchart from a LangGraph graph: nodes, edges, conditional edges as decisions."""
+        from compiler.formats.langgraph import load_langgraph
+
+        try:
+            fc = load_langgraph(target, name=name)
+        except FlowchartError as exc:
+            raise _fail(str(exc)) from None
+        for note in fc.notes:
+            typer.echo(f"note: {note}", err=True)
+        _write(dump_yaml(fc), out)
 
 
 def main() -> None:

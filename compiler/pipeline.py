@@ -162,7 +162,8 @@ def compile_workflow(
     """Run every stage; the artifact is written only if the gate passes (``CompileResult.passed``)."""
     from .artifact import Manifest, write_artifact, write_gate_failure
     from .base_model import check_base_model
-    from .flowchart import check, load_flowchart
+    from .flowchart import check
+    from .formats import load_flowchart
 
     cfg = cfg or CompileConfig()
     check_base_model(cfg.train.base_model, lora=cfg.train.lora)  # refuse before any work

@@ -12,7 +12,7 @@ import pytest
 from compiler.artifact import GateFailed, Manifest, resolve_artifact, write_artifact, write_gate_failure
 from compiler.config import ConfigError, GateConfig, TrainConfig, load_compile_config
 from compiler.evaluate import evaluate, gate, parse_judge_reply, report_markdown
-from compiler.flowchart import load_flowchart
+from compiler.formats import load_flowchart
 from compiler.paths import enumerate_paths
 from compiler.render import render_offline
 from compiler.simulate import ConstantPolicy, ReplayPolicy, simulate, tool_calls_equal

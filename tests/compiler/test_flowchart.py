@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler.flowchart import (
-    Flowchart,
-    FlowchartError,
-    check,
-    dump_yaml,
-    load_flowchart,
-    loads_yaml,
-    validate,
-)
+from compiler.flowchart import Flowchart, FlowchartError, check, validate
+from compiler.formats import load_flowchart
+from compiler.formats.yaml import dump_yaml, loads_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "configs" / "workflows"
@@ -183,7 +177,7 @@ edges:
     )
     found = problems(fc)
     assert "node `e`: a terminal with outgoing edges (to `f`); terminals end the conversation" in found
-    assert "node `e`: a terminal without `outcome`; set it to success, abandon or escalate" in found
+    assert "node `e`: a terminal without `outcome`; set it to success, abandon, escalate or handoff" in found
     assert "node `t1`: argument `place` is not a parameter of tool `search`; fix the name" in found
     assert "node `t1`: tool `search` requires argument `city`; add it to `args`" in found
     assert any(p.startswith("node `t2`: calls tool `book`, which is not in `tools`") for p in found)

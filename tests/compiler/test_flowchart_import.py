@@ -8,10 +8,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from compiler.dot import parse_dot
-from compiler.flowchart import Flowchart, FlowchartError, dump_yaml, load_flowchart, loads_yaml, validate
+from compiler.flowchart import Flowchart, FlowchartError, validate
 from compiler.flowchart_cli import register_flowchart
-from compiler.mermaid import parse_mermaid
+from compiler.formats import load_flowchart
+from compiler.formats.dot import parse_dot
+from compiler.formats.mermaid import parse_mermaid
+from compiler.formats.yaml import dump_yaml, loads_yaml
 from compiler.paths import count_paths
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "configs" / "workflows"
@@ -121,11 +123,21 @@ graph TB
             "sequenceDiagram\n A->>B: hi\n",
             "line 1: expected a `flowchart` or `graph` header, got `sequenceDiagram`",
         ),
-        ("flowchart TD\n  A[open --> B\n", "line 2: node `A`: the label is never closed; add `]`"),
-        ('flowchart TD\n  A["open] --> B\n', "line 2: node `A`: the quoted label is never closed"),
-        ("flowchart TD\n  A --> \n", "line 2: the link at the end of `A -->` has no target node"),
-        ("flowchart TD\n  A ~> B\n", "line 2: expected a link such as `-->` after `A`"),
-        ("flowchart TD\n  A --> !\n", "line 2: expected a node id at `!`"),
+        ("flowchart TD\n  A[open --> B\n", "line 2: the label `[` is never closed; add `]`"),
+        ('flowchart TD\n  A["open] --> B\n', 'line 2: a quoted string is never closed; add `"`'),
+        ("flowchart TD\n  A{{Pick\n one} --> B\n", "line 2: the label `{` is never closed; add `}`"),
+        ("flowchart TD\n  A{{Pick}]\n", "line 2: expected `}` to close the label of node `A`, got `]`"),
+        ("flowchart TD\n  A --> \n", "line 2: expected a target node after the link `-->`, got the end of the chart"),
+        ("flowchart TD\n  A ~> B\n", "line 2: unexpected `~> B`; check the link and label syntax"),
+        ("flowchart TD\n  A -- text B\n", "line 2: the link text after `--` is never closed; add the rest of the arrow"),
+        ("flowchart TD\n  A --> B %% why\n", "line 2: a `%%` comment must be on a line of its own"),
+        ("flowchart TD\n  A --> end\n", "got the keyword `end`; a node cannot be called `end` (try `End`)"),
+        ("flowchart TD\n  subgraph S\n  A --> B\n", "line 2: the subgraph `S` is never closed; add `end`"),
+        ("flowchart TD\n  A --> B\n  end\n", "line 3: `end` without an open `subgraph`"),
+        ("flowchart TD\n  A --> B\n  linkStyle 1 stroke:red\n", "line 3: `linkStyle 1` names no link: 1 link(s)"),
+        ("flowchart TD\n  A@{ shape: blob }\n", "line 2: node `A`: no such shape `blob`"),
+        ("flowchart TD\n  A[]\n", "line 2: expected a label, got `]`"),
+        ("flowchart\n  A -->|yes B\n", "line 2: the link text `|` is never closed; add `|`"),
         ("---\ntitle: x\nflowchart TD\n", "front matter `---` is never closed"),
         ("flowchart TD\n%% nothing\n", "has no nodes"),
     ],
@@ -136,10 +148,17 @@ def test_mermaid_malformed_input_names_the_line(text: str, needle: str) -> None:
     assert needle in str(err.value) and "`bad.mmd`" in str(err.value)
 
 
-def test_mermaid_dead_end_stays_an_agent_so_validation_reports_it() -> None:
-    fc = parse_mermaid("flowchart TD\n S([Start]) --> A[Ask] --> B[Think about it]\n A --> E([Done])\n")
-    assert fc.nodes["B"].kind == "agent"
-    assert any(i.node == "B" and "dead end" in i.problem for i in validate(fc))
+def test_mermaid_dead_end_becomes_a_handoff_with_a_note() -> None:
+    fc = parse_mermaid(
+        "flowchart TD\n S([Start]) --> A[Ask] --> B[Continue in the billing chart]\n A --> E([Done])\n",
+        source="m.mmd",
+    )
+    assert fc.nodes["B"].kind == "terminal" and fc.nodes["B"].outcome == "handoff"
+    assert fc.notes == (
+        "`m.mmd`: node `B` has no way out and not drawn as an end; imported as hand-off terminal(s) "
+        "(outcome `handoff`): mark real ends with an oval/stadium shape or an ending label",
+    )
+    assert [i for i in validate(fc) if i.kind == "structure"] == []
 
 
 # --------------------------------------------------------------------------------- DOT
@@ -264,10 +283,10 @@ def test_check_prints_the_summary_for_every_format(cli: typer.Typer, file: str) 
 
 def test_check_fails_on_structure_and_optionally_on_todo(cli: typer.Typer, tmp_path: Path) -> None:
     bad = tmp_path / "bad.mmd"
-    bad.write_text("flowchart TD\n S([Start]) --> A[Ask] --> B[Think]\n A --> E([Done])\n")
+    bad.write_text("flowchart TD\n S([Start]) --> A[Ask] --> B[Think] --> A\n")
     result = CliRunner().invoke(cli, ["flowchart", "check", str(bad)])
     assert result.exit_code == 1
-    assert "ERROR   node `B`: a dead end" in result.stdout
+    assert "ERROR   node `A`: a loop with no exit (`A` -> `B`)" in result.stdout
     assert result.stderr.count("\n") == 1 and "structural problem(s)" in result.stderr
     todo = CliRunner().invoke(cli, ["flowchart", "check", str(WORKFLOWS / "password-reset.mmd"), "--strict"])
     assert todo.exit_code == 1 and "TODO item(s)" in todo.stderr

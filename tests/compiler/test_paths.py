@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.flowchart import Flowchart, FlowchartError, load_flowchart
+from compiler.flowchart import Flowchart, FlowchartError
+from compiler.formats import load_flowchart
 from compiler.paths import count_paths, enumerate_paths
 from compiler.split import edges_covered, split_by_path
 

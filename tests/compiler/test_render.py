@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from compiler.flowchart import Flowchart, FlowchartError, from_dict, load_flowchart
+from compiler.flowchart import Flowchart, FlowchartError, from_dict
+from compiler.formats import load_flowchart
 from compiler.paths import enumerate_paths
 from compiler.render import match_node, render_offline
 from compiler.teacher import render_teacher
@@ -288,7 +289,7 @@ def test_rendering_is_identical_across_processes(travel: Flowchart) -> None:
     import sys
 
     script = (
-        "import json; from compiler.flowchart import load_flowchart; from compiler.paths import enumerate_paths; "
+        "import json; from compiler.formats import load_flowchart; from compiler.paths import enumerate_paths; "
         "from compiler.render import render_offline; "
         f"fc = load_flowchart({str(WORKFLOWS / 'travel-booking.yaml')!r}); "
         "print(json.dumps([render_offline(fc, p, seed=3, variant=1) for p in enumerate_paths(fc).paths], sort_keys=True))"

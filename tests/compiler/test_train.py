@@ -95,7 +95,7 @@ def test_progress_file_is_readable_by_another_process(weather_compile: Any) -> N
 def test_resume_after_a_killed_run(tmp_path: Path) -> None:
     pytest.importorskip("trl", reason="the `compile` extra (torch, transformers, trl) is needed to train")
     from compiler.config import TrainConfig
-    from compiler.flowchart import load_flowchart
+    from compiler.formats import load_flowchart
     from compiler.paths import enumerate_paths
     from compiler.render import render_offline
     from compiler.train import read_jsonl, read_progress, train

@@ -24,7 +24,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from compiler.flowchart import DrawnEdge, DrawnNode, Flowchart, FlowchartError, Shape, from_graph
+from compiler.flowchart import Flowchart, FlowchartError
+from compiler.formats.drawing import DrawnEdge, DrawnNode, Shape, from_graph
 
 _DECISION = {"diamond", "rhombus", "hexagon"}
 # Mdiamond / Msquare: Graphviz's own examples mark start and end with them.

@@ -1,0 +1,234 @@
+"""From a drawing (nodes with shapes and labels, labelled edges) to a flowchart.
+
+Mermaid, DOT and LangGraph all end here, so the three importers infer kinds the same
+way and a chart reads the same whichever tool drew it. A drawing that its own tool
+accepts must come out checkable: where a drawing leaves something implicit (a node
+with no way out, several entry points, a diagram that opens on a decision) the chart
+is repaired the one obvious way and a note says so, instead of failing the import.
+
+Example::
+
+    nodes = {"s": DrawnNode("s", "Start", "oval"), "a": DrawnNode("a", "Ask", "rect")}
+    fc = from_graph("demo", "<demo>", nodes, [DrawnEdge("s", "a")])
+    fc.nodes["a"].outcome, fc.notes   # ('handoff', ('node `a` has no way out ...',))
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+from compiler.flowchart import (
+    NODE_KINDS,
+    OUTCOMES,
+    Edge,
+    Flowchart,
+    FlowchartError,
+    Node,
+    NodeKind,
+    Outcome,
+)
+
+Shape = Literal["rect", "round", "oval", "decision", "tool"]
+
+_END_WORDS = re.compile(
+    r"\b(end|ends|ended|done|finish|finished|close|closed|goodbye|bye|success|resolved|complete|completed|"
+    r"escalat\w*|transfer\w*|handover|hand over|human|abandon\w*|cancel\w*|gives? up|gave up|quit|hangs? up)\b",
+    re.I,
+)
+_START_WORDS = re.compile(r"\b(start|begin|begins|entry|open|opens)\b", re.I)
+
+
+@dataclass
+class DrawnNode:
+    """A node as an importer saw it.
+
+    ``shape`` is the class kinds are inferred from; ``drawn`` is the shape's own name in
+    the source format (Mermaid's ``hexagon``, DOT's ``box3d``), kept for messages and for
+    comparing with the reference parsers; ``attrs`` holds explicit ``kind``/``tool``/
+    ``outcome`` overrides.
+    """
+
+    id: str
+    label: str = ""
+    shape: Shape = "rect"
+    attrs: dict[str, str] = field(default_factory=dict)
+    line: int = 0
+    drawn: str | None = None
+    group: str | None = None
+
+
+@dataclass
+class DrawnEdge:
+    source: str
+    target: str
+    label: str = ""
+    line: int = 0
+    drawn: str = ""  # the arrow as written (`-.->`, `==>`), for messages and tests
+
+
+def clean_label(text: str) -> str:
+    """One line of plain text from a drawn label: HTML line breaks and tags dropped, entities decoded."""
+    text = re.sub(r"<br\s*/?>", " ", text, flags=re.I)
+    text = re.sub(r"</?[A-Za-z][^<>]*>", "", text)
+    text = html.unescape(text)
+    return " ".join(text.replace("\\n", " ").split())
+
+
+def infer_outcome(text: str) -> Outcome:
+    """Read a terminal's outcome from its words: escalate and abandon are named, anything else succeeds."""
+    low = text.lower()
+    if re.search(r"escalat|transfer|handover|hand over|human|colleague|supervisor|operator", low):
+        return "escalate"
+    if re.search(
+        r"abandon|cancel|gives? up|gave up|quit|hangs? up|declin|without|leaves|\bnot\b|\bno\b", low
+    ):
+        return "abandon"
+    return "success"
+
+
+def slug(text: str) -> str:
+    out = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return out or "tool"
+
+
+def _fresh_id(base: str, taken: Mapping[str, object]) -> str:
+    nid, i = base, 1
+    while nid in taken:
+        i += 1
+        nid = f"{base}_{i}"
+    return nid
+
+
+def _pick_start(nodes: Mapping[str, DrawnNode], edges: list[DrawnEdge]) -> tuple[str, list[str]]:
+    """The start node and the other entry points (nodes with edges out and none in)."""
+    explicit = [n.id for n in nodes.values() if n.attrs.get("kind") == "start"]
+    if explicit:
+        return explicit[0], []
+    incoming = {e.target for e in edges}
+    roots = [n for n in nodes.values() if n.id not in incoming]
+    preferred = [n for n in roots if n.shape in ("oval", "round") or _START_WORDS.search(n.label or n.id)]
+    pick = (preferred or roots or list(nodes.values()))[0].id
+    return pick, [n.id for n in roots if n.id != pick]
+
+
+def _infer_kind(n: DrawnNode, start: str, has_out: bool) -> str:
+    label = (n.label or n.id).strip()
+    if n.shape == "decision":
+        return "decision"
+    if n.shape == "tool" or "tool" in n.attrs:
+        return "tool"
+    if n.id == start:
+        return "start" if (n.shape in ("oval", "round") or _START_WORDS.search(label)) else "agent"
+    if not has_out and (n.shape == "oval" or _END_WORDS.search(label)):
+        return "terminal"
+    return "agent"
+
+
+def from_graph(
+    name: str, source: str, nodes: Mapping[str, DrawnNode], edges: Iterable[DrawnEdge]
+) -> Flowchart:
+    """Turn a drawing into a chart, inferring kinds from shapes and position.
+
+    Decisions come from diamond/hexagon shapes and tools from subroutine-like shapes (or
+    an explicit ``kind``/``tool`` attribute). The start is the first node with no incoming
+    edge (an oval/stadium one, or one labelled "start", preferred). A node with no way out
+    is a terminal: drawn as an oval/stadium or labelled like an ending ("done", "escalate
+    to a human"), its outcome is read from the label; otherwise it is a **hand-off**
+    (outcome ``handoff``: the conversation continues in another chart or team), with a
+    note naming it. Repairs, each with a note: nodes connected to nothing are left out;
+    several entry points get one start node leading to each; a chart that opens on a
+    decision, tool or end gets a start node before it.
+    """
+    edge_list = list(edges)
+    notes: list[str] = []
+    where = f"`{source}`"
+    if edge_list:
+        linked = {e.source for e in edge_list} | {e.target for e in edge_list}
+        isolated = [
+            n.id for n in nodes.values() if n.id not in linked and n.attrs.get("kind") not in ("start",)
+        ]
+        if isolated:
+            notes.append(
+                f"{where}: {_names(isolated, verb=False)} connected to no other node; left out of the chart"
+            )
+            nodes = {k: v for k, v in nodes.items() if k not in isolated}
+    outgoing = {e.source for e in edge_list}
+    start, other_roots = _pick_start(nodes, edge_list)
+    built: dict[str, Node] = {}
+    handoffs: list[str] = []
+    for n in nodes.values():
+        label = (n.label or n.id).strip()
+        explicit = n.attrs.get("kind", "")
+        kind = explicit or _infer_kind(n, start, n.id in outgoing)
+        if kind not in NODE_KINDS:
+            raise FlowchartError(
+                f"{where} line {n.line}: node `{n.id}` has unknown kind `{kind}`; use one of {', '.join(NODE_KINDS)}"
+            )
+        outcome = n.attrs.get("outcome")
+        if not explicit and n.id not in outgoing and kind != "terminal" and n.id != start:
+            kind = "terminal"  # a dead end the drawing did not mark as an end: the chart hands off here
+            outcome = outcome or "handoff"
+            handoffs.append(n.id)
+        if outcome is None and kind == "terminal":
+            outcome = infer_outcome(label)
+        if outcome is not None and outcome not in OUTCOMES:
+            raise FlowchartError(
+                f"{where} line {n.line}: node `{n.id}` has unknown outcome `{outcome}`; use one of {', '.join(OUTCOMES)}"
+            )
+        built[n.id] = Node(
+            id=n.id,
+            kind=cast(NodeKind, kind),
+            text=label,
+            tool=(n.attrs.get("tool") or slug(label)) if kind == "tool" else None,
+            outcome=cast(Outcome | None, outcome) if kind == "terminal" else None,
+            group=n.group,
+        )
+    if handoffs:
+        notes.append(
+            f"{where}: {_names(handoffs)} no way out and not drawn as an end; imported as hand-off "
+            "terminal(s) (outcome `handoff`): mark real ends with an oval/stadium shape or an ending label"
+        )
+    chart_edges = [Edge(e.source, e.target, condition=e.label.strip()) for e in edge_list]
+    if built and (other_roots or built[start].kind not in ("start", "agent")):
+        entries = [start, *other_roots]
+        new = _fresh_id("start", built)
+        built = {new: Node(new, "start", "The conversation starts."), **built}
+        chart_edges = [Edge(new, r, condition=built[r].text if other_roots else "") for r in entries] + chart_edges
+        notes.append(
+            f"{where}: added a start node `{new}` leading to {_names(entries, verb=False)}"
+            + (" (the drawing has several entry points)" if other_roots else " (a chart opens on a spoken step)")
+        )
+        start = new
+    # Stub schemas so the converted YAML shows where each tool's parameters go.
+    tools = tuple(
+        {
+            "type": "function",
+            "function": {
+                "name": t,
+                "description": n.text,
+                "parameters": {"type": "object", "properties": {}},
+            },
+        }
+        for t, n in {n.tool: n for n in built.values() if n.tool}.items()
+    )
+    return Flowchart(
+        name=name,
+        system_prompt="",
+        start=start,
+        tools=tools,
+        nodes=built,
+        edges=tuple(chart_edges),
+        source=source,
+        notes=tuple(notes),
+    )
+
+
+def _names(ids: list[str], verb: bool = True) -> str:
+    shown = ", ".join(f"`{i}`" for i in ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+    if not verb:
+        return shown
+    return f"node {shown} has" if len(ids) == 1 else f"nodes {shown} have"

@@ -1,0 +1,687 @@
+"""Import a Mermaid ``flowchart``/``graph`` drawing into a :class:`Flowchart`.
+
+The whole flowchart grammar as Mermaid defines it (``flow.jison``): every node shape
+(``[ ]`` ``( )`` ``([ ])`` ``[[ ]]`` ``[( )]`` ``(( ))`` ``((( )))`` ``(- -)`` ``{ }``
+``{{ }}`` ``>text]`` ``[/ /]`` ``[\\ \\]`` ``[/ \\]`` ``[\\ /]`` ``[|field:value|text]`` and
+``A@{ shape: ..., label: ... }``), labels over several lines, quoted and markdown
+strings, ``&`` groups, every link (``---`` ``-->`` ``-.->`` ``==>`` ``~~~`` ``--o``
+``--x`` ``<-->``, longer ones, ``e1@-->`` ids) with its text written ``-- text -->``,
+``-. text .->``, ``== text ==>`` or ``-->|text|``, ``;`` separators, ``subgraph ... end``
+(the nodes kept, the subgraph recorded as their group), ``classDef``/``class``/
+``:::name``/``style``/``linkStyle``/``click``/``direction``/``accTitle``/``accDescr``,
+whole-line ``%%`` comments, ``%%{init: ...}%%`` directives and YAML front matter (its
+``title`` names the chart). Tokens come from :mod:`compiler.formats.mermaid_lexer`,
+which keeps Mermaid's lexer rules in Mermaid's order; the productions below follow the
+grammar's, so a chart Mermaid accepts is read into the same nodes and edges, and one it
+rejects is an error naming the line.
+
+Mapping onto kinds: see :mod:`compiler.formats.drawing` and ``docs/flowcharts.md``.
+
+Example::
+
+    fc = parse_mermaid("flowchart TD\\n  S([Start]) --> A[Ask city] --> E([Done])")
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from compiler.flowchart import Flowchart, FlowchartError
+from compiler.formats.drawing import DrawnEdge, DrawnNode, Shape, clean_label, from_graph
+from compiler.formats.mermaid_lexer import LexError, Token, decode_entities, lex, preprocess
+
+# Mermaid's shape names -> the shape class kinds are inferred from (anything else: a step).
+_SHAPE_CLASS: dict[str, Shape] = {
+    "round": "round", "rounded": "round", "event": "round",
+    "stadium": "oval", "terminal": "oval", "pill": "oval", "circle": "oval", "circ": "oval",
+    "doublecircle": "oval", "dbl-circ": "oval", "double-circle": "oval", "ellipse": "oval",
+    "sm-circ": "oval", "start": "oval", "small-circle": "oval", "fr-circ": "oval", "stop": "oval",
+    "framed-circle": "oval", "f-circ": "oval", "junction": "oval", "filled-circle": "oval",
+    "diamond": "decision", "hexagon": "decision", "diam": "decision", "decision": "decision",
+    "question": "decision", "hex": "decision", "prepare": "decision",
+    "subroutine": "tool", "fr-rect": "tool", "subprocess": "tool", "subproc": "tool",
+    "framed-rectangle": "tool",
+}
+# Every name `@{ shape: ... }` accepts in Mermaid 12.3 (short names and aliases).
+_VALID_SHAPES = frozenset(
+    "rect proc process rectangle rounded event stadium terminal pill fr-rect subprocess subproc "
+    "framed-rectangle subroutine cyl db database cylinder datastore data-store folder directory bucket "
+    "console browser person circle circ bang cloud diam decision diamond question hex hexagon prepare "
+    "lean-r lean-right in-out lean-l lean-left out-in trap-b priority trapezoid-bottom trapezoid trap-t "
+    "manual trapezoid-top inv-trapezoid dbl-circ double-circle text notch-rect card notched-rectangle "
+    "lin-rect lined-rectangle lined-process lin-proc shaded-process sm-circ start small-circle fr-circ "
+    "stop framed-circle fork join hourglass collate brace comment brace-l brace-r braces bolt com-link "
+    "lightning-bolt doc document delay half-rounded-rectangle h-cyl das horizontal-cylinder lin-cyl "
+    "disk lined-cylinder curv-trap curved-trapezoid display div-rect div-proc divided-rectangle "
+    "divided-process tri extract triangle win-pane internal-storage window-pane f-circ junction "
+    "filled-circle notch-pent loop-limit notched-pentagon flip-tri manual-file flipped-triangle "
+    "sl-rect manual-input sloped-rectangle docs documents st-doc stacked-document st-rect procs "
+    "processes stacked-rectangle bow-rect stored-data bow-tie-rectangle cross-circ summary "
+    "crossed-circle tag-doc tagged-document tag-rect tagged-rectangle tag-proc tagged-process flag "
+    "paper-tape odd lin-doc lined-document state choice note composite icon anchor bpmn-start "
+    "bpmn-intermediate bpmn-boundary bpmn-end bpmn-gateway bpmn-activity bpmn-data bpmn-data-store "
+    "bpmn-annotation".split()
+)
+_ID_TOKENS = frozenset(
+    {"NUM", "NODE_STRING", "DOWN", "MINUS", "DEFAULT", "COMMA", "COLON", "AMP", "BRKT", "MULT", "UNICODE_TEXT"}
+)
+_ALNUM_TOKENS = frozenset(
+    {"NUM", "UNICODE_TEXT", "NODE_STRING", "DIR", "DOWN", "MINUS", "COMMA", "COLON", "AMP", "BRKT", "MULT"}
+)
+_TITLE_TOKENS = frozenset(
+    {"NUM", "NODE_STRING", "SPACE", "MINUS", "AMP", "UNICODE_TEXT", "COLON", "MULT", "BRKT", "START_LINK",
+     "STYLE", "LINKSTYLE", "CLASSDEF", "CLASS", "CLICK", "GRAPH", "DIR", "subgraph", "end", "DOWN", "UP"}
+)
+_STYLE_TOKENS = frozenset({"NUM", "NODE_STRING", "COLON", "UNIT", "SPACE", "BRKT", "STYLE", "PCT"})
+_SEPARATORS = frozenset({"NEWLINE", "SEMI", "EOF"})
+# (opening token, closing token, Mermaid's shape name)
+_SHAPES: dict[str, tuple[str, str]] = {
+    "SQS": ("SQE", "square"),
+    "DOUBLECIRCLESTART": ("DOUBLECIRCLEEND", "doublecircle"),
+    "(-": ("-)", "ellipse"),
+    "STADIUMSTART": ("STADIUMEND", "stadium"),
+    "SUBROUTINESTART": ("SUBROUTINEEND", "subroutine"),
+    "CYLINDERSTART": ("CYLINDEREND", "cylinder"),
+    "TAGEND": ("SQE", "odd"),
+}
+
+
+@dataclass
+class _Text:
+    text: str
+    kind: str  # text | string | markdown
+
+
+@dataclass
+class _Link:
+    type: str
+    stroke: str
+    text: _Text | None
+    drawn: str
+    id: str | None = None
+
+
+@dataclass
+class _Group:
+    title: str
+    members: list[str] = field(default_factory=list)
+
+
+class _Parser:
+    def __init__(self, toks: list[Token], origin: list[int], raw: str, source: str) -> None:
+        self.toks = toks
+        self.i = 0
+        self.origin = origin
+        self.source = source
+        self.line_starts = [0] + [m.end() for m in re.finditer("\n", raw)]
+        self.nodes: dict[str, DrawnNode] = {}
+        self.edges: list[DrawnEdge] = []
+        self.edge_ids: set[str] = set()
+        self.groups: list[_Group] = []
+        self.n_links = 0
+
+    # -------------------------------------------------------------- helpers
+
+    def line(self, pos: int) -> int:
+        off = self.origin[min(pos, len(self.origin) - 1)] if self.origin else 0
+        return bisect.bisect_right(self.line_starts, off)
+
+    def fail(self, msg: str, tok: Token | None = None) -> FlowchartError:
+        tok = tok or self.peek()
+        return FlowchartError(f"`{self.source}` line {self.line(tok.pos)}: {msg}")
+
+    def peek(self, k: int = 0) -> Token:
+        return self.toks[min(self.i + k, len(self.toks) - 1)]
+
+    def at(self, *types: str) -> bool:
+        return self.peek().type in types
+
+    def take(self, *types: str, want: str = "") -> Token:
+        tok = self.peek()
+        if tok.type not in types:
+            raise self.unexpected(want or " or ".join(f"`{t}`" for t in types))
+        self.i += 1
+        return tok
+
+    def unexpected(self, want: str, where: Token | None = None) -> FlowchartError:
+        tok = self.peek()
+        where = where or tok
+        if tok.type in ("$end", "EOF"):
+            got = "the end of the chart"
+        elif tok.type == "NEWLINE":
+            got = "the end of the line"
+        else:
+            got = f"`{tok.text.strip() or tok.text}`"
+        if tok.type == "NODE_STRING" and tok.text.startswith("%%"):
+            return self.fail(
+                "a `%%` comment must be on a line of its own (Mermaid ignores only whole-line comments)", where
+            )
+        if tok.type == "end":
+            return self.fail(
+                f"expected {want}, got the keyword `end`; a node cannot be called `end` (try `End`)", where
+            )
+        return self.fail(f"expected {want}, got {got}", where)
+
+    def spaces(self) -> None:
+        while self.at("SPACE"):
+            self.i += 1
+
+    # ------------------------------------------------------------ structure
+
+    def chart(self) -> None:
+        while self.at("SPACE", "NEWLINE"):
+            self.i += 1
+        self.take("GRAPH", want="a `flowchart` or `graph` header")
+        if self.at("NODIR"):
+            self.i += 1
+        else:
+            self.take("DIR", want="a direction (TB, TD, BT, RL or LR) or a new line after the header")
+            self.spaces()
+            self.take("SEMI", "NEWLINE", want="a new line or `;` after the header")
+        self.document(None)
+
+    def document(self, group: _Group | None) -> list[str]:
+        """Statements until `end` (in a subgraph) or the end of the chart; the nodes they name."""
+        named: list[str] = []
+        opener = self.peek(-1)
+        while True:
+            tok = self.peek()
+            if tok.type in ("SEMI", "NEWLINE", "SPACE", "EOF"):
+                self.i += 1
+                continue
+            if tok.type == "$end":
+                if group is not None:
+                    raise self.fail(
+                        f"the subgraph `{group.title}` is never closed; add `end` after its last line", opener
+                    )
+                return named
+            if tok.type == "end":
+                if group is None:
+                    raise self.fail("`end` without an open `subgraph`; remove it or open a subgraph")
+                self.i += 1
+                return named
+            named.extend(self.statement())
+
+    def statement(self) -> list[str]:
+        tok = self.peek()
+        t = tok.type
+        if t in _ID_TOKENS:
+            named = self.vertex_statement()
+        elif t == "STYLE":
+            self.i += 1
+            self.take("SPACE", want="a space after `style`")
+            nid = self.id_string()
+            self.take("SPACE", want="a space and the styles after the node id")
+            self.styles()
+            if nid not in self.edge_ids:
+                self.vertex(nid, tok)  # Mermaid creates a node a style names
+            named = []
+        elif t == "LINKSTYLE":
+            self.link_style()
+            named = []
+        elif t == "CLASSDEF":
+            self.i += 1
+            self.take("SPACE", want="a space after `classDef`")
+            self.id_string()
+            self.take("SPACE", want="a space and the styles after the class name")
+            self.styles()
+            named = []
+        elif t == "CLASS":
+            self.i += 1
+            self.take("SPACE", want="a space after `class`")
+            self.id_string()
+            self.take("SPACE", want="a space and a class name after the node ids")
+            self.id_string()
+            named = []
+        elif t == "CLICK":
+            self.click()
+            named = []
+        elif t == "subgraph":
+            return [self.subgraph()]
+        elif t.startswith("direction_") or t in ("acc_descr_multiline_value",):
+            self.i += 1
+            return []
+        elif t in ("acc_title", "acc_descr"):
+            self.i += 1
+            self.take(f"{t}_value", want="the text")
+            return []
+        else:
+            raise self.unexpected("a node, a link or a statement")
+        if not self.at(*_SEPARATORS):
+            raise self.unexpected("a new line or `;`")
+        self.i += 1
+        return named
+
+    def subgraph(self) -> str:
+        head = self.take("subgraph")
+        sub_id: str | None = None
+        title = ""
+        if self.at("SPACE"):
+            self.i += 1
+            raw = self.title_text()
+            title = raw.text.strip()
+            sub_id = title
+            if self.at("SQS"):
+                self.i += 1
+                t = self.text()
+                self.take("SQE", want="`]` after the subgraph title")
+                title = t.text.strip()
+            elif re.search(r"\s", raw.text.strip()):
+                sub_id = None
+        if not self.at(*_SEPARATORS):
+            raise self.unexpected("a new line after the subgraph title")
+        self.i += 1
+        sub_id = sub_id or f"subGraph{len(self.groups)}"
+        group = _Group(clean_label(decode_entities(title)) or sub_id)
+        members = self.document(group)
+        for nid in members:
+            node = self.nodes.get(nid)
+            if node is not None and node.group is None:
+                node.group = group.title  # the innermost subgraph claims a node first, as in Mermaid
+        self.groups.append(group)
+        del head
+        return sub_id
+
+    def title_text(self) -> _Text:
+        if self.at("STR", "MD_STR"):
+            tok = self.take("STR", "MD_STR")
+            parts = [tok.text]
+            kind = "string" if tok.type == "STR" else "markdown"
+        elif self.at(*_TITLE_TOKENS):
+            parts, kind = [], "text"
+        else:
+            raise self.unexpected("a subgraph id or title")
+        while self.at(*_TITLE_TOKENS):
+            parts.append(self.take(*_TITLE_TOKENS).text)
+        return _Text("".join(parts), kind)
+
+    def styles(self) -> None:
+        """``stylesOpt``: style components separated by commas (only checked, never used)."""
+        while True:
+            if not self.at(*_STYLE_TOKENS):
+                raise self.unexpected("a style such as `fill:#f9f`")
+            while self.at(*_STYLE_TOKENS):
+                self.i += 1
+            if not self.at("COMMA"):
+                return
+            self.i += 1
+
+    def link_style(self) -> None:
+        head = self.take("LINKSTYLE")
+        self.take("SPACE", want="a space after `linkStyle`")
+        if self.at("DEFAULT"):
+            self.i += 1
+        else:
+            indexes = [int(self.take("NUM", want="a link number or `default`").text)]
+            while self.at("COMMA"):
+                self.i += 1
+                indexes.append(int(self.take("NUM", want="a link number").text))
+            for idx in indexes:
+                if idx >= self.n_links:
+                    raise self.fail(
+                        f"`linkStyle {idx}` names no link: {self.n_links} link(s) come before it, "
+                        f"numbered from 0",
+                        head,
+                    )
+        self.take("SPACE", want="a space and the styles")
+        if self.at("INTERPOLATE"):
+            self.i += 1
+            self.take("SPACE", want="a space and a curve name after `interpolate`")
+            self.alnum()
+            if not self.at("SPACE"):
+                return
+            self.i += 1
+        self.styles()
+
+    def alnum(self) -> str:
+        if not self.at(*_ALNUM_TOKENS):
+            raise self.unexpected("a name")
+        parts = []
+        while self.at(*_ALNUM_TOKENS):
+            parts.append(self.take(*_ALNUM_TOKENS).text)
+        return "".join(parts)
+
+    def click(self) -> None:
+        self.take("CLICK")
+        if self.at("CALLBACKNAME"):
+            self.i += 1
+            if self.at("CALLBACKARGS"):
+                self.i += 1
+            if self.at("SPACE") and self.peek(1).type == "STR":
+                self.i += 2
+            return
+        if self.at("HREF"):
+            self.i += 1
+            self.take("STR", want='a quoted link after `href`')
+            self._link_tail()
+            return
+        if self.at("STR"):
+            self.i += 1
+            self._link_tail()
+            return
+        self.alnum()
+        if self.at("SPACE") and self.peek(1).type == "STR":
+            self.i += 2
+
+    def _link_tail(self) -> None:
+        if self.at("SPACE") and self.peek(1).type == "STR":
+            self.i += 2
+        if self.at("SPACE") and self.peek(1).type == "LINK_TARGET":
+            self.i += 2
+
+    # ---------------------------------------------------------------- nodes
+
+    def vertex_statement(self) -> list[str]:
+        named: list[str] = []
+        left = self.node_group()
+        named.extend(left)
+        if self.at("SHAPE_DATA"):
+            self.shape_data(left[-1])
+        else:
+            self.spaces()
+        while self.at("LINK", "START_LINK", "LINK_ID"):
+            link_tok = self.peek()
+            link = self.link()
+            if not self.at(*_ID_TOKENS):
+                raise self.unexpected(f"a target node after the link `{link.drawn.strip()}`", link_tok)
+            right = self.node_group()
+            if self.at("SHAPE_DATA"):
+                self.shape_data(right[-1])
+            else:
+                self.spaces()
+            self.add_links(left, right, link)
+            named.extend(right)
+            left = right
+        return named
+
+    def node_group(self) -> list[str]:
+        ids = [self.styled_vertex()]
+        while True:
+            if self.at("SHAPE_DATA"):
+                j = self.i
+                while self.toks[j].type == "SHAPE_DATA":
+                    j += 1
+                if not (self.toks[j].type == "SPACE" and self.toks[j + 1].type == "AMP"):
+                    return ids
+                self.shape_data(ids[-1])
+            if not (self.at("SPACE") and self.peek(1).type == "AMP"):
+                return ids
+            self.i += 2
+            if not self.at("SPACE"):
+                raise self.unexpected("a space after `&`")
+            self.spaces()
+            if not self.at(*_ID_TOKENS):
+                raise self.unexpected("a node after `&`")
+            ids.append(self.styled_vertex())
+
+    def styled_vertex(self) -> str:
+        nid = self.vertex_shape()
+        if self.at("STYLE_SEPARATOR"):
+            self.i += 1
+            self.id_string()
+        return nid
+
+    def id_string(self) -> str:
+        if not self.at(*_ID_TOKENS):
+            raise self.unexpected("a node id")
+        parts = []
+        while self.at(*_ID_TOKENS):
+            parts.append(self.take(*_ID_TOKENS).text)
+        return "".join(parts)
+
+    def vertex_shape(self) -> str:
+        first = self.peek()
+        nid = self.id_string()
+        t = self.peek().type
+        label: _Text | None = None
+        shape: str | None = None
+        if t in _SHAPES:
+            closer, shape = _SHAPES[t]
+            self.i += 1
+            label = self.text()
+            self.closing(closer, nid)
+        elif t == "PS":
+            self.i += 1
+            if self.at("PS"):
+                self.i += 1
+                label, shape = self.text(), "circle"
+                self.closing("PE", nid)
+                self.closing("PE", nid)
+            else:
+                label, shape = self.text(), "round"
+                self.closing("PE", nid)
+        elif t == "DIAMOND_START":
+            self.i += 1
+            if self.at("DIAMOND_START"):
+                self.i += 1
+                label, shape = self.text(), "hexagon"
+                self.closing("DIAMOND_STOP", nid)
+                self.closing("DIAMOND_STOP", nid)
+            else:
+                label, shape = self.text(), "diamond"
+                self.closing("DIAMOND_STOP", nid)
+        elif t in ("TRAPSTART", "INVTRAPSTART"):
+            self.i += 1
+            label = self.text()
+            end = self.take("TRAPEND", "INVTRAPEND", want="`/]` or `\\]` to close the label")
+            shape = {
+                ("TRAPSTART", "TRAPEND"): "trapezoid",
+                ("TRAPSTART", "INVTRAPEND"): "lean_right",
+                ("INVTRAPSTART", "INVTRAPEND"): "inv_trapezoid",
+                ("INVTRAPSTART", "TRAPEND"): "lean_left",
+            }[(t, end.type)]
+        elif t == "VERTEX_WITH_PROPS_START":
+            self.i += 1
+            self.take("NODE_STRING", want="a property name after `[|`")
+            self.take("COLON", want="`:` after the property name")
+            self.take("NODE_STRING", want="a property value")
+            self.take("PIPE", want="`|` after the property")
+            label, shape = self.text(), "rect"
+            self.closing("SQE", nid)
+        if nid not in self.edge_ids:
+            self.vertex(nid, first, label, shape)
+        return nid
+
+    def closing(self, closer: str, nid: str) -> None:
+        if not self.at(closer):
+            want = {"SQE": "`]`", "PE": "`)`", "DIAMOND_STOP": "`}`", "STADIUMEND": "`])`",
+                    "SUBROUTINEEND": "`]]`", "CYLINDEREND": "`)]`", "DOUBLECIRCLEEND": "`)))`",
+                    "-)": "`-)`"}[closer]
+            raise self.unexpected(f"{want} to close the label of node `{nid}`")
+        self.i += 1
+
+    def text(self) -> _Text:
+        tok = self.peek()
+        if tok.type == "STR":
+            kind = "string"
+        elif tok.type == "MD_STR":
+            kind = "markdown"
+        elif tok.type in ("TEXT", "TAGSTART", "TAGEND", "UNICODE_TEXT"):
+            kind = "text"
+        else:
+            raise self.unexpected("a label")
+        self.i += 1
+        parts = [tok.text]
+        while self.at("TEXT", "TAGSTART", "TAGEND", "UNICODE_TEXT"):
+            parts.append(self.take("TEXT", "TAGSTART", "TAGEND", "UNICODE_TEXT").text)
+        return _Text("".join(parts), kind)
+
+    def vertex(self, nid: str, tok: Token, label: _Text | None = None, shape: str | None = None) -> None:
+        node = self.nodes.get(nid)
+        if node is None:
+            node = self.nodes[nid] = DrawnNode(nid, nid, line=self.line(tok.pos))
+        if label is not None:
+            node.label = _label(label)
+        if shape is not None:
+            node.drawn = shape
+            node.shape = _SHAPE_CLASS.get(shape, "rect")
+
+    def shape_data(self, nid: str) -> None:
+        tok = self.peek()
+        parts = []
+        while self.at("SHAPE_DATA"):
+            parts.append(self.take("SHAPE_DATA").text)
+        body = "".join(parts)
+        doc_text = "{\n" + body + "\n}" if "\n" not in body else body + "\n"
+        try:
+            doc: Any = yaml.load(doc_text, Loader=yaml.BaseLoader)  # every scalar a string, as Mermaid reads it
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise self.fail(f"node `{nid}`: the `@{{ ... }}` data is not valid YAML ({problem})", tok) from exc
+        if not isinstance(doc, dict):
+            doc = {}
+        if nid in self.edge_ids:
+            return  # `e1@{ animate: true }` styles the link `e1`
+        node = self.nodes[nid]
+        shape = doc.get("shape")
+        if shape:
+            if shape != shape.lower() or "_" in shape or shape not in _VALID_SHAPES:
+                raise self.fail(
+                    f"node `{nid}`: no such shape `{shape}`; see Mermaid's shape list (for example "
+                    "`rect`, `rounded`, `stadium`, `diamond`, `hex`, `subproc`, `circle`)",
+                    tok,
+                )
+            node.drawn = shape
+            node.shape = _SHAPE_CLASS.get(shape, "rect")
+        if doc.get("label"):
+            node.label = _label(_Text(str(doc["label"]), "markdown"))
+        for key in ("kind", "tool", "outcome"):  # tiergate's own keys, as DOT takes them
+            if doc.get(key):
+                node.attrs[key] = str(doc[key])
+
+    # ---------------------------------------------------------------- links
+
+    def link(self) -> _Link:
+        link_id = None
+        if self.at("LINK_ID"):
+            link_id = self.take("LINK_ID").text[:-1]
+        if self.at("START_LINK"):
+            start = self.take("START_LINK")
+            inner = self.edge_text()
+            end = self.take("LINK", want=f"the rest of the arrow after `{start.text.strip()} {inner.text.strip()}`")
+            kind, stroke = _destruct(end.text, start.text)
+            drawn = f"{start.text.strip()} {inner.text.strip()} {end.text.strip()}"
+            return _Link(kind, stroke, inner, drawn, link_id)
+        tok = self.take("LINK", want="a link such as `-->`")
+        kind, stroke = _destruct(tok.text)
+        text: _Text | None = None
+        if self.at("PIPE"):
+            self.i += 1
+            text = self.text()
+            self.take("PIPE", want="`|` to close the link text")
+            self.spaces()
+        return _Link(kind, stroke, text, tok.text.strip(), link_id)
+
+    def edge_text(self) -> _Text:
+        tok = self.peek()
+        if tok.type not in ("EDGE_TEXT", "STR", "MD_STR", "UNICODE_TEXT"):
+            raise self.unexpected("the link text")
+        self.i += 1
+        kind = {"STR": "string", "MD_STR": "markdown"}.get(tok.type, "text")
+        parts = [tok.text]
+        while self.at("EDGE_TEXT", "UNICODE_TEXT"):
+            parts.append(self.take("EDGE_TEXT", "UNICODE_TEXT").text)
+        return _Text("".join(parts), kind)
+
+    def add_links(self, starts: list[str], ends: list[str], link: _Link) -> None:
+        label = _label(link.text) if link.text is not None else ""
+        line = self.line(self.peek(-1).pos)
+        for s in starts:
+            for e in ends:
+                self.edges.append(DrawnEdge(s, e, label, line, drawn=f"{link.type}/{link.stroke}"))
+                self.n_links += 1
+        if link.id:
+            self.edge_ids.add(link.id)
+
+
+def _destruct(end: str, start: str | None = None) -> tuple[str, str]:
+    """Mermaid's ``destructLink``: the arrow head(s) and the stroke of a link."""
+    s = end.strip()
+    line, kind = s[:-1], "arrow_open"
+    tail = s[-1:]
+    if tail in ("x", ">", "o"):
+        kind = {"x": "arrow_cross", ">": "arrow_point", "o": "arrow_circle"}[tail]
+        if s.startswith({"x": "x", ">": "<", "o": "o"}[tail]):
+            kind, line = "double_" + kind, line[1:]
+    stroke = "normal"
+    if line.startswith("="):
+        stroke = "thick"
+    if line.startswith("~"):
+        stroke = "invisible"
+    if "." in line:
+        stroke = "dotted"
+    if start is None:
+        return kind, stroke
+    st = start.strip()
+    start_kind = {"<": "arrow_point", "x": "arrow_cross", "o": "arrow_circle"}.get(st[:1], "arrow_open")
+    if start_kind != "arrow_open":
+        st = st[1:]
+    start_stroke = "dotted" if "." in st else "thick" if "=" in st else "normal"
+    if start_stroke != stroke:
+        return "INVALID", "INVALID"
+    if start_kind == "arrow_open":
+        return kind, stroke
+    if start_kind != kind:
+        return "INVALID", "INVALID"
+    merged = "double_" + start_kind
+    return ("double_arrow_point" if merged == "double_arrow" else merged), stroke
+
+
+def _label(text: _Text) -> str:
+    """Mermaid's label text (trimmed, outer quotes dropped) as one line of plain text."""
+    raw = decode_entities(text.text).strip()
+    if len(raw) >= 2 and raw.startswith('"') and raw.endswith('"'):
+        raw = raw[1:-1]
+    if text.kind == "markdown":
+        raw = re.sub(r"(\*\*|__)(.+?)\1", r"\2", raw, flags=re.S)
+        raw = re.sub(r"(?<![\w*])([*_])(?!\s)(.+?)(?<!\s)\1(?![\w*])", r"\2", raw, flags=re.S)
+    return clean_label(raw)
+
+
+def parse_graph(text: str, source: str = "<mermaid>") -> tuple[dict[str, DrawnNode], list[DrawnEdge], str]:
+    """The drawing as Mermaid reads it: nodes in the order Mermaid creates them, edges, and the front-matter title."""
+    cleaned, origin, front = preprocess(text)
+    line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    if not cleaned.strip():
+        raise FlowchartError(
+            f"`{source}`: empty Mermaid file; it must start with `flowchart TD` (or `graph LR`, ...)"
+        )
+    if not re.match(r"\s*(flowchart|graph|flowchart-elk|swimlane-beta)\b", cleaned):
+        off = origin[len(cleaned) - len(cleaned.lstrip())]
+        line = bisect.bisect_right(line_starts, off)
+        first = cleaned.split(None, 1)[0]
+        if first == "---":
+            raise FlowchartError(f"`{source}` line {line}: front matter `---` is never closed; add a closing `---`")
+        raise FlowchartError(
+            f"`{source}` line {line}: expected a `flowchart` or `graph` header, got `{first}`; "
+            "only Mermaid flowcharts can be imported"
+        )
+    try:
+        toks = lex(cleaned)
+    except LexError as exc:
+        off = origin[min(exc.pos, len(origin) - 1)] if origin else 0
+        raise FlowchartError(f"`{source}` line {bisect.bisect_right(line_starts, off)}: {exc}") from None
+    parser = _Parser(toks, origin, text, source)
+    parser.chart()
+    title = ""
+    if front:
+        try:
+            meta = yaml.safe_load(front)
+        except yaml.YAMLError:
+            meta = None
+        if isinstance(meta, dict) and meta.get("title"):
+            title = str(meta["title"])
+    return parser.nodes, parser.edges, title
+
+
+def parse_mermaid(text: str, name: str = "workflow", source: str = "<mermaid>") -> Flowchart:
+    """Parse Mermaid flowchart text; raises :class:`FlowchartError` naming the line at fault."""
+    nodes, edges, title = parse_graph(text, source)
+    if not nodes:
+        raise FlowchartError(f"`{source}`: the flowchart has no nodes; draw at least a start and an end")
+    return from_graph(title or name, source, nodes, edges)
