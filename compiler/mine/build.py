@@ -34,12 +34,13 @@ from compiler.mine.traces import Trace
 MAX_UTTERANCES = 8
 MAX_SAY = 3
 _STEP_PREFIX = re.compile(r"^\W*(current\s+|next\s+)?(step|stage|task)\b\s*\d*\s*[:\-–—]?\s*", re.I)
-_IDENT = re.compile(r"^([A-Za-z][A-Za-z0-9]*(?:[_\-][A-Za-z0-9]+)+)\b")
+# `verify_identity ...`, `handover. Hand over...`, `greet: Say hello`: the step's own name.
+_IDENT = re.compile(r"^([A-Za-z][A-Za-z0-9]*(?:[_\-][A-Za-z0-9]+)+)\b|^([A-Za-z][A-Za-z0-9]*)\s*[.:]")
 
 
 _ESCALATE = re.compile(r"transfer|colleague|human|supervisor|specialist|escalat|hand (you )?over|agent will", re.I)
 _ABANDON = re.compile(
-    r"nothing (has been|was) (booked|changed|done)|no problem|not (booked|proceed)|cancel|goodbye|"
+    r"nothing (has been|was) (booked|changed|done)|no problem|not (booked|proceed)|cancel|"
     r"sorry to see|maybe next time|without", re.I
 )
 
@@ -63,7 +64,7 @@ def step_name(step: str) -> str:
     first = step.splitlines()[0] if step else ""
     rest = _STEP_PREFIX.sub("", first).strip()
     m = _IDENT.match(rest)
-    return m.group(1).replace("-", "_").lower() if m else slug(rest)
+    return (m.group(1) or m.group(2)).replace("-", "_").lower() if m else slug(rest)
 
 
 def _base_id(label: str) -> str:

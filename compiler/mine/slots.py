@@ -153,9 +153,11 @@ def find_slots(traces: Sequence[Trace], min_share: float = 0.5, max_values: int 
     for key in candidates:
         mine = per_arg[key]
         for group in groups:
-            shared = [ti for ti in mine if all(ti in per_arg[k] for k in group)]
-            # Loops may change a value (a second search), so one shared value per conversation is enough.
-            if shared and all(all(set(per_arg[k][ti]) & set(mine[ti]) for k in group) for ti in shared):
+            # Loops change values (a corrected order number, a second question about another order),
+            # so one shared value in a conversation counts as agreeing, and most conversations must agree.
+            pairs = [(k, ti) for k in group for ti in mine if ti in per_arg[k]]
+            agree = sum(1 for k, ti in pairs if set(per_arg[k][ti]) & set(mine[ti]))
+            if pairs and agree >= 0.8 * len(pairs):
                 group.append(key)
                 break
         else:

@@ -93,9 +93,11 @@ def split_static(traces: Sequence[Trace], static_share: float = 0.9) -> StaticSp
         seen = set().union(*per_turn) if per_turn else set()
         for turn_lines in per_turn:
             on_turns.update(turn_lines)
+        for t in trace.turns:  # first-seen order, never set order (it changes with the hash seed)
+            for line in system_lines(t.system):
+                order.setdefault(line, len(order))
         for line in seen:
             in_convs[line] += 1
-            order.setdefault(line, len(order))
             if any(line not in s for s in per_turn):
                 varies.add(line)
     static = [line for line in order if on_turns[line] >= static_share * max(requests, 1)]
