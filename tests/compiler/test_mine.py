@@ -1,0 +1,243 @@
+"""Mining on small known traces: exact nodes and edges, slots, the static split, misfits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from compiler.flowchart import from_dict, validate
+from compiler.mine.automaton import infer_graph
+from compiler.mine.cli import register_mine
+from compiler.mine.fitness import fitness
+from compiler.mine.miner import holdout_split, mine
+from compiler.mine.static import split_static
+from compiler.mine.traces import MineError, read_traces, trace_from_record, traces_from_records
+
+BASE = "You are WeatherBot.\nProcedure: ask for the city, look up the weather, report it."
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+def weather(city: str, day: int, temp: int, give_up: bool = False) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": f"{BASE}\nToday is {day} May."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Which city would you like the weather for?"},
+    ]
+    if give_up:
+        messages += [{"role": "user", "content": "Never mind, bye."},
+                     {"role": "assistant", "content": "No problem, goodbye!"}]
+    else:
+        messages += [
+            {"role": "user", "content": f"{city}, please."},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+                "name": "get_weather", "arguments": json.dumps({"city": city})}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"temp_c": temp})},
+            {"role": "assistant", "content": f"It is {temp} degrees in {city} today."},
+        ]
+    return {"messages": messages, "tools": TOOLS}
+
+
+KNOWN = [
+    weather("Paris", 3, 21), weather("Rome", 4, 25), weather("Oslo", 5, 12), weather("Lima", 6, 30),
+    weather("Paris", 7, 19), weather("", 8, 0, give_up=True), weather("", 9, 0, give_up=True),
+]
+
+
+def test_known_traces_give_exact_nodes_and_edges() -> None:
+    fc = mine(traces_from_records(KNOWN), name="weather").flowchart
+    kinds = {n.id: n.kind for n in fc.nodes.values()}
+    assert kinds == {
+        "start": "start",
+        "which_city_would_you": "agent",
+        "which_city_would_you_answer": "decision",
+        "get_weather": "tool",
+        "it_is_degrees_in": "terminal",
+        "no_problem_goodbye": "terminal",
+    }
+    assert {(e.source, e.target) for e in fc.edges} == {
+        ("start", "which_city_would_you"),
+        ("which_city_would_you", "which_city_would_you_answer"),
+        ("which_city_would_you_answer", "get_weather"),
+        ("which_city_would_you_answer", "no_problem_goodbye"),
+        ("get_weather", "it_is_degrees_in"),
+    }
+    assert fc.nodes["it_is_degrees_in"].outcome == "success"
+    assert fc.nodes["no_problem_goodbye"].outcome == "abandon"
+    assert fc.nodes["it_is_degrees_in"].say == ("It is {temp_c} degrees in {city} today.",)
+    assert fc.nodes["get_weather"].args == {"city": "{city}"}
+    assert fc.nodes["get_weather"].result == '{"temp_c": {temp_c}}'
+    branch = {e.target: e.utterances for e in fc.edges if e.source == "which_city_would_you_answer"}
+    assert branch == {"get_weather": ("{city}, please.",), "no_problem_goodbye": ("Never mind, bye.",)}
+    assert fc.system_prompt == "You are WeatherBot."
+    assert validate(fc) == []  # structure and synthesis clean: the draft renders as it is
+
+
+def test_slots_follow_the_users_city_into_the_call_and_the_result_into_the_reply() -> None:
+    mined = mine(traces_from_records(KNOWN))
+    slots = {s.name: s for s in mined.slots.slots}
+    assert set(slots) == {"city", "temp_c"}
+    assert (slots["city"].kind, slots["city"].source, slots["city"].used_in) == ("argument", "user", ("get_weather.city",))
+    assert slots["city"].values == ("Paris", "Rome", "Oslo", "Lima")
+    assert (slots["temp_c"].kind, slots["temp_c"].source) == ("quoted", "tool:get_weather")
+    assert mined.flowchart.slots["temp_c"] == ("21", "25", "12", "30", "19")
+
+
+def test_a_constant_argument_is_a_literal_not_a_slot() -> None:
+    records = [weather("Paris", d, 20 + d) for d in range(1, 6)]
+    mined = mine(traces_from_records(records))
+    assert "city" not in {s.name for s in mined.slots.slots}
+    assert mined.flowchart.nodes["get_weather"].args == {"city": "Paris"}
+
+
+def test_static_lines_stay_and_the_date_is_transient() -> None:
+    traces = traces_from_records(KNOWN)
+    split = split_static(traces)
+    assert split.static_lines == tuple(BASE.splitlines())
+    assert split.step_lines == {}
+    assert [(g.shape, g.conversations) for g in split.conversation_lines] == [("Today is", 7)]
+    assert split.transient(traces[0].turns[0].system) == "Today is 3 May."
+    assert split.tools_static and split.tool_names == ("get_weather",)
+
+
+def stepped(city: str, wording: str) -> dict[str, Any]:
+    """An app that re-sends one system message with a step line in it (no second message)."""
+    def system(step: str) -> dict[str, Any]:
+        return {"role": "system", "content": f"You are WeatherBot.\nToday is 3 May.\nStep: {step}"}
+
+    return {"messages": [
+        system("ask_city"), {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": wording},
+        {"role": "user", "content": city}, system("lookup"),
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "c", "type": "function", "function": {
+            "name": "get_weather", "arguments": json.dumps({"city": city})}}]},
+        {"role": "tool", "tool_call_id": "c", "content": '{"sky": "clear"}'}, system("report"),
+        {"role": "assistant", "content": f"Clear skies over {city}."},
+    ]}
+
+
+def test_a_step_line_names_the_node_whatever_the_wording() -> None:
+    records = [stepped(c, w) for c, w in [("Paris", "Which city?"), ("Rome", "Where are you?"),
+                                          ("Oslo", "Tell me your town, please."), ("Lima", "Which city?")]]
+    traces = traces_from_records(records)
+    assert traces[0].turns[1].system.splitlines()[-1] == "Step: lookup"  # the re-sent message replaced the old one
+    mined = mine(traces)
+    assert set(mined.split.step_lines) == {"Step: ask_city", "Step: lookup", "Step: report"}
+    fc = mined.flowchart
+    assert set(fc.nodes) == {"start", "ask_city", "get_weather", "report"}
+    assert fc.nodes["ask_city"].say[0] == "Which city?" and fc.nodes["ask_city"].text == "Step: ask_city"
+    assert fc.nodes["report"].kind == "terminal"
+
+
+def test_fitness_names_the_conversations_that_do_not_fit() -> None:
+    mined = mine(traces_from_records(KNOWN))
+    eager = weather("Bern", 3, 14)
+    del eager["messages"][2:4]  # calls the tool without asking for the city
+    left = weather("Bern", 3, 14)
+    del left["messages"][3:]  # the customer leaves after the question
+    odd = weather("Bern", 3, 14)
+    odd["messages"][2]["content"] = "Quantum chromodynamics explains the strong force."
+    held = traces_from_records([weather("Bern", 3, 14), eager, left, odd])
+    report = fitness(mined, held)
+    assert (report.conversations, report.fitting, report.share) == (4, 1, 0.25)
+    reasons = dict(report.misfits)
+    assert reasons["conversation 2"] == "turn 1: `tool:get_weather` never follows `start`"
+    assert reasons["conversation 3"] == "ends at `which_city_would_you`, where the workflow does not end"
+    assert reasons["conversation 4"] == "turn 1: a reply like no mined step"
+    # The give-up branch (its edge and terminal) is the only part not walked.
+    assert (report.node_coverage, report.edge_coverage) == (pytest.approx(5 / 6), pytest.approx(4 / 5))
+
+
+def test_a_node_used_in_two_roles_is_split_and_a_loop_is_not() -> None:
+    # `check` follows `a` (then `b` follows) and `c` (then `d` follows): two roles of one action.
+    labels = [["a", "check", "b"]] * 6 + [["c", "check", "d"]] * 6 + [["a", "check", "b", "a", "check", "b"]] * 2
+    graph = infer_graph(labels, min_support=5)
+    assert sorted(graph.nodes.values()) == ["a", "b", "c", "check", "check", "d"]
+    assert graph.splits == 1
+    # Below the evidence threshold nothing is split.
+    assert len(infer_graph(labels, min_support=7).nodes) == 5
+
+
+def test_system_messages_sent_mid_conversation_replace_the_step() -> None:
+    t = trace_from_record({"messages": [
+        {"role": "system", "content": "Procedure: greet, then help."},
+        {"role": "system", "content": "Current step: greet"},
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"},
+        {"role": "system", "content": "Current step: help"},
+        {"role": "user", "content": "help"}, {"role": "assistant", "content": "Sure."},
+    ]}, "c")
+    assert [turn.system for turn in t.turns] == [
+        "Procedure: greet, then help.\nCurrent step: greet", "Procedure: greet, then help.\nCurrent step: help"]
+    assert [turn.user for turn in t.turns] == [("hi",), ("help",)]
+    assert t.turns[1].history == 6
+
+
+def test_holdout_split_is_by_conversation_and_seeded() -> None:
+    traces = traces_from_records(KNOWN * 3)
+    train, held = holdout_split(traces, 0.2, seed=1)
+    assert len(held) == 4 and len(train) == 17
+    assert {t.id for t in held}.isdisjoint({t.id for t in train})
+    assert [t.id for t in holdout_split(traces, 0.2, seed=1)[1]] == [t.id for t in held]
+    with pytest.raises(MineError, match="holdout share"):
+        holdout_split(traces, 1.0)
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    flowchart = typer.Typer()
+    register_mine(flowchart)
+
+    @flowchart.command("noop")
+    def noop() -> None:  # a second command keeps `mine` a named subcommand, as in `tiergate flowchart`
+        """Nothing."""
+
+    app.add_typer(flowchart, name="flowchart")
+    return app
+
+
+def test_cli_writes_a_chart_that_check_accepts_and_reports_fitness(tmp_path: Path) -> None:
+    source = tmp_path / "weather.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in KNOWN * 4), encoding="utf-8")
+    out = tmp_path / "weather.yaml"
+    result = CliRunner().invoke(_cli(), ["flowchart", "mine", str(source), "--out", str(out), "--holdout", "0.25"])
+    assert result.exit_code == 0, result.output
+    assert "replay fitness: 1.000 (7/7 held-out conversations fit)" in result.stderr
+    assert "slot city: user -> get_weather.city" in result.stderr
+    fc = from_dict(yaml.safe_load(out.read_text(encoding="utf-8")))
+    assert fc.name == "weather" and validate(fc) == []
+    drawn = CliRunner().invoke(_cli(), ["flowchart", "mine", str(source), "--to", "mermaid"])
+    assert drawn.exit_code == 0 and drawn.stdout.startswith("flowchart TD")
+    assert 'get_weather[["get_weather"]]' in drawn.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        (None, [], "cannot read the conversations"),
+        ('{"messages": []}\nnot json\n', [], "line 2: not JSON"),
+        ('{"messages": [{"role": "user", "content": "hi"}]}\n', [], "no conversation with an assistant turn"),
+        (json.dumps(KNOWN[0]) + "\n", ["--to", "png"], "cannot write `png`"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path: Path, content: str | None, args: list[str], message: str) -> None:
+    source = tmp_path / "in.jsonl"
+    if content is not None:
+        source.write_text(content, encoding="utf-8")
+    result = CliRunner().invoke(_cli(), ["flowchart", "mine", str(source), *args])
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_read_traces_skips_conversations_without_an_agent_turn(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n\n"
+                      + json.dumps(KNOWN[0]) + "\n", encoding="utf-8")
+    traces = read_traces(source)
+    assert [t.id for t in traces] == ["`in.jsonl` line 3"]
