@@ -38,6 +38,8 @@ def register(app: typer.Typer) -> None:
         lora: Annotated[bool, typer.Option("--lora", help="Refused: procedural knowledge is not low-rank.")] = False,
         teacher: Annotated[str | None, typer.Option(
             "--teacher", help="litellm model that renders conversations (else offline templates).")] = None,
+        max_teacher_usd: Annotated[float | None, typer.Option(
+            "--max-teacher-usd", help="Teacher budget: refuse when the estimate exceeds it, stop when spent.")] = None,
         traffic: Annotated[Path | None, typer.Option(
             "--traffic", help="JSONL of logged conversations to add to training.")] = None,
         set_: Annotated[list[str] | None, typer.Option(
@@ -53,7 +55,8 @@ def register(app: typer.Typer) -> None:
         except TrainError as exc:
             _fail(str(exc))
         for key, value in (("train.base_model", base_model), ("train.max_steps", max_steps),
-                           ("data.teacher_model", teacher), ("data.traffic", str(traffic) if traffic else None)):
+                           ("data.teacher_model", teacher), ("data.traffic", str(traffic) if traffic else None),
+                           ("data.max_teacher_usd", max_teacher_usd)):
             if value is not None:
                 overrides[key] = value
         if lora:

@@ -62,6 +62,7 @@ def _litellm() -> Any:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
+    litellm.suppress_debug_info = True  # else every failed call prints a "Give Feedback" banner to stdout
     return litellm
 
 
