@@ -95,6 +95,64 @@ def _cluster(texts: list[str], counts: Counter[str], distance: float) -> dict[st
     return out
 
 
+def _share(a: Counter[str], b: Counter[str]) -> float:
+    """Overlap of two distributions (1.0: the same, 0.0: disjoint)."""
+    ta, tb = sum(a.values()) or 1, sum(b.values()) or 1
+    return sum(min(a[k] / ta, b[k] / tb) for k in a.keys() & b.keys())
+
+
+def merge_paraphrases(
+    labels: list[list[str]],
+    traces: Sequence[Trace],
+    slots: SlotFinding,
+    normal: Mapping[tuple[int, int], str],
+    min_context: float = 0.5,
+    min_words: float = 0.2,
+) -> list[list[str]]:
+    """Merge reply clusters that are one step worded two ways.
+
+    Words alone split a step whose replies a frontier phrases differently ("Your flight is
+    booked" / "Done! Flight booked"). Such clusters sit in the same place of the
+    procedure: they follow the same actions, lead to the same actions, and answer the same
+    user words or tool results. Two different steps after one branch differ in the
+    latter (the user said yes to one, no to the other), so all three must overlap by
+    ``min_context``, and the replies must still share some words (cosine ``min_words``).
+    """
+    ctx: dict[str, tuple[Counter[str], Counter[str], Counter[str]]] = {}
+    texts: dict[str, list[str]] = {}
+    for ti, (row, trace) in enumerate(zip(labels, traces, strict=True)):
+        for k, lab in enumerate(row):
+            if not lab.startswith(SAY):
+                continue
+            before, after, heard = ctx.setdefault(lab, (Counter(), Counter(), Counter()))
+            before[row[k - 1] if k else "^"] += 1
+            after[row[k + 1] if k + 1 < len(row) else "$"] += 1
+            turn = trace.turns[k]
+            cue = turn.user[-1] if turn.user else turn.results[-1] if turn.results else ""
+            heard[normalise_reply(cue, slots, slots.bindings[ti])] += 1
+            texts.setdefault(lab, []).append(normal[(ti, k)])
+    names = sorted(ctx, key=lambda lab: (-sum(ctx[lab][0].values()), lab))
+    if len(names) < 2:
+        return labels
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit([t for n in names for t in texts[n]])
+    rows = []
+    for n in names:
+        mean = np.asarray(vectorizer.transform(texts[n]).mean(axis=0)).ravel()
+        rows.append(mean / (np.linalg.norm(mean) or 1.0))
+    sims = np.vstack(rows) @ np.vstack(rows).T
+    into: dict[str, str] = {}
+    for i, a in enumerate(names):
+        if a in into:
+            continue
+        for j in range(i + 1, len(names)):
+            b = names[j]
+            if b in into or sims[i, j] < min_words:
+                continue
+            if all(_share(x, y) >= min_context for x, y in zip(ctx[a], ctx[b], strict=True)):
+                into[b] = a  # the more frequent wording names the step
+    return [[into.get(lab, lab) for lab in row] for row in labels]
+
+
 def label_actions(
     traces: Sequence[Trace],
     split: StaticSplit,
@@ -128,6 +186,8 @@ def label_actions(
                 if lab is None:
                     row[k] = SAY + names[normal[(ti, k)]]
     done: list[list[str]] = [[str(lab) for lab in row] for row in labels]
+    if unlabelled:
+        done = merge_paraphrases(done, traces, slots, normal)
     # Centroids of every text action, for labelling replies the miner has not seen.
     by_label: dict[str, list[str]] = {}
     for (ti, k), text in normal.items():
