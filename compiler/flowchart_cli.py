@@ -21,6 +21,7 @@ import typer
 from compiler.flowchart import Flowchart, FlowchartError, validate
 from compiler.formats import load_flowchart
 from compiler.formats.yaml import dump_yaml
+from compiler.mine.cli import register_mine
 from compiler.paths import count_paths, enumerate_paths
 
 
@@ -104,6 +105,7 @@ def register_flowchart(app: typer.Typer) -> None:
     _add_check(sub)
     _add_convert(sub)
     _add_import_langgraph(sub)
+    register_mine(sub)
     app.add_typer(sub, name="flowchart")
 
 

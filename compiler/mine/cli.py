@@ -15,15 +15,17 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 import yaml
 
 from compiler.flowchart import FlowchartError, to_dict, validate
 from compiler.mine.draw import to_mermaid
-from compiler.mine.fitness import FitnessReport, fitness
-from compiler.mine.miner import MinedWorkflow, holdout_split, mine
-from compiler.mine.traces import MineError, read_traces
+
+if TYPE_CHECKING:  # the miner pulls in scikit-learn: imported when `mine` runs, not with every command
+    from compiler.mine.fitness import FitnessReport
+    from compiler.mine.miner import MinedWorkflow
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -102,6 +104,10 @@ def register_mine(flowchart_app: typer.Typer) -> None:
         ),
     ) -> None:
         """Mine a flowchart draft from captured conversations and report its fitness on held-out ones."""
+        from compiler.mine.fitness import fitness
+        from compiler.mine.miner import holdout_split, mine
+        from compiler.mine.traces import MineError, read_traces
+
         fmt = to.lower()
         if fmt not in ("yaml", "yml", "mermaid", "mmd"):
             raise _fail(f"cannot write `{to}`; use --to yaml or --to mermaid")
