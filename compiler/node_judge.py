@@ -28,6 +28,8 @@ from compiler.flowchart import Flowchart
 
 #: Cosine below which a turn is judged to be no node at all (off the chart).
 MIN_SCORE = 0.12
+#: Distinct terms (words or slot values) a turn must share with a node to be judged that node.
+MIN_SHARED = 2
 
 _WORD = re.compile(r"<slot:[a-z0-9_]+>|[a-z0-9]+")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -36,7 +38,7 @@ _STOP = frozenset(
     "a an the and or but if so to of in on at for from by with as is are was were be been being am do does did "
     "i me my we our you your he she it its they them their this that these those there here what which who whom "
     "will would shall should can could may might must have has had not no yes please just now then than too very "
-    "also into about up out over again let us like ll ve re s t d m o".split()
+    "also into about up out over again let us like how ll ve re s t d m o".split()
 )
 
 
@@ -89,14 +91,22 @@ class NodeJudge:
         # Without a conversation's own slots, any listed value stands for its slot.
         self.listed = {str(v).lower(): name for name, vals in fc.slots.items() for v in vals if str(v).strip()}
 
-    def scores(self, text: str, slots: Mapping[str, Any] | None = None) -> dict[str, float]:
-        """Cosine of ``text`` with every candidate node, highest first."""
+    def _bag(self, text: str, slots: Mapping[str, Any] | None) -> Counter[str]:
         values = dict(self.listed)
         values.update({str(v).lower(): k for k, v in (slots or {}).items() if str(v).strip()})
-        bag = Counter(t for t in _terms(_mark_values(text, values)) if t in self.idf)
+        return Counter(t for t in _terms(_mark_values(text, values)) if t in self.idf)
+
+    def scores(self, text: str, slots: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """Cosine of ``text`` with every candidate node, highest first; 0 where they share fewer than
+        ``MIN_SHARED`` terms, since one shared word ("how", "help") is no evidence of a step."""
+        bag = self._bag(text, slots)
         vec = {t: (1 + math.log(c)) * self.idf[t] for t, c in bag.items()}
         norm = math.sqrt(sum(v * v for v in vec.values())) or 1.0
-        out = {nid: sum(w * node_vec.get(t, 0.0) for t, w in vec.items()) / norm for nid, node_vec in self.vectors.items()}
+        out = {
+            nid: sum(w * node_vec.get(t, 0.0) for t, w in vec.items()) / norm
+            if sum(1 for t in vec if t in node_vec) >= MIN_SHARED else 0.0
+            for nid, node_vec in self.vectors.items()
+        }
         return dict(sorted(out.items(), key=lambda kv: kv[1], reverse=True))
 
     def best(self, text: str, slots: Mapping[str, Any] | None = None, min_score: float = MIN_SCORE) -> str | None:

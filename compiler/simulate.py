@@ -91,6 +91,17 @@ def default_matcher(fc: Any, message: Mapping[str, Any], slots: Mapping[str, str
     return match_node(fc, dict(message), slots)
 
 
+def paraphrase_matcher(fc: Any, message: Mapping[str, Any], slots: Mapping[str, str]) -> str | None:
+    """For teacher-rendered references: a text turn is judged by the node it performs, not by template
+    wording (a model trained on a teacher's paraphrases paraphrases too); tool calls as before."""
+    content = message.get("content")
+    if message.get("tool_calls") or not isinstance(content, str) or not content.strip():
+        return default_matcher(fc, message, slots)
+    from .node_judge import node_of_reply
+
+    return node_of_reply(fc, None, content, slots)
+
+
 def simulate(
     reference: Mapping[str, Any],
     policy: Policy,
@@ -108,7 +119,7 @@ def simulate(
             f"conversation `{meta.get('path_id', '?')}` has {n_assist} assistant messages but "
             f"{len(expected_nodes)} entries in `tiergate.nodes`; render it with compiler.render."
         )
-    match = matcher or default_matcher
+    match = matcher or (paraphrase_matcher if meta.get("source") == "teacher" else default_matcher)
     slots = meta.get("slots") or {}
     tools = list(reference.get("tools") or [])
     out = Transcript(path_id=str(meta.get("path_id", "")), expected_nodes=expected_nodes,

@@ -42,6 +42,7 @@ from compiler.teacher_cache import TeacherCache, request_key
 
 Job = tuple[FlowPath, int]
 CHARS_PER_TOKEN = 4  # the estimate's token count; within ~20% for English, and no tokenizer to load
+TOKENS_PER_MESSAGE = 4  # role and separators, as OpenAI's own counting recipe adds
 
 
 @dataclass
@@ -72,7 +73,8 @@ class _DryRun:
                 self.est.cached += 1
                 return hit.reply
         self.missed = True  # later requests hold a reply nobody has seen yet: none can be cached
-        self.new_calls.append((model, len(json.dumps(messages, ensure_ascii=False)) // CHARS_PER_TOKEN))
+        chars = sum(len(str(m.get("content") or "")) for m in messages)
+        self.new_calls.append((model, chars // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * len(messages)))
         return ""
 
 

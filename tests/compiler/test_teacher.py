@@ -153,6 +153,13 @@ def test_calls_made_equal_the_estimate_and_a_rerun_pays_nothing(
         for m, node in zip(said, row["tiergate"]["nodes"], strict=True):
             assert m.get("tool_calls") or judge.fits(node, m["content"], row["tiergate"]["slots"])
     assert cached_replies(tmp_path) == report["calls"]
+    # the gate judges the teacher's paraphrased turns by node; by template wording they fail
+    from compiler.simulate import ReplayPolicy, simulate
+
+    for ref in rows["eval"]:
+        assert all(turn.node_ok for turn in simulate(ref, ReplayPolicy(ref), travel).turns)
+        as_offline = {**ref, "tiergate": {**ref["tiergate"], "source": "offline"}}
+        assert not simulate(as_offline, ReplayPolicy(as_offline), travel).completed
 
     first = (tmp_path / "data" / "train.jsonl").read_bytes()
     teacher.control()
@@ -327,6 +334,7 @@ PARAPHRASES = [
     ("handover", "Let me pass you to one of my colleagues; please stay in the chat, someone will join shortly."),
     (None, "I like turtles and the weather is lovely today."),
     (None, "Bananas are yellow."),
+    (None, "I am not sure how to help with that."),  # simulate.ConstantPolicy, the known-bad model
 ]
 
 
