@@ -43,8 +43,13 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def settings_or_exit(config: str | None) -> Settings:
+    """Load and check the config, rung sections included; a mistake exits with one line, code 2."""
+    from gateway.proxy.policy import check_rungs
+
     try:
-        return load_settings(config)
+        settings = load_settings(config)
+        check_rungs(settings)
+        return settings
     except ConfigError as exc:
         raise fail(str(exc)) from None
 
@@ -66,7 +71,7 @@ def serve(
     """Run the gateway."""
     import uvicorn
 
-    from gateway.app import create_app
+    from gateway.web.app import create_app
 
     settings = settings_or_exit(config)
     setup_logging(settings.server.log_level)
@@ -102,8 +107,8 @@ def workflows(config: ConfigOpt = None) -> None:
     """Print per-workflow traffic, cost and savings from the ledger."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from gateway.db import make_engine, migrate
-    from gateway.queries import workflow_summaries
+    from gateway.store.engine import make_engine, migrate
+    from gateway.store.queries import workflow_summaries
 
     settings = settings_or_exit(config)
     try:
@@ -162,7 +167,7 @@ def _register_optional(module: str) -> None:
 
 def main() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    for module in ("gateway.loop_cli", "router.cli", "compiler.cli"):
+    for module in ("gateway.loop.cli", "router.cli", "compiler.cli"):
         _register_optional(module)
     app()
 

@@ -128,7 +128,7 @@ class Settings(_Strict):
     models: tuple[ModelConfig, ...] = ()
     workflows: tuple[WorkflowConfig, ...] = ()
     loop: dict[str, Any] = Field(
-        default_factory=dict, description="payback, proposals, canary (gateway/payback.py)"
+        default_factory=dict, description="payback, proposals, canary (gateway/loop/payback.py)"
     )
     source: str = Field(default="<defaults>", description="where this came from; set by the loader")
     digest: str = Field(default="", description="sha256 of the file's text; stored with what it produced")
@@ -136,7 +136,7 @@ class Settings(_Strict):
     @field_validator("loop")
     @classmethod
     def _loop_section(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from gateway.payback import LoopConfig
+        from gateway.loop.payback import LoopConfig
 
         LoopConfig.from_dict(value)  # raises ValueError naming the key; the section stays plain data
         return value
@@ -155,21 +155,6 @@ class Settings(_Strict):
                         f"models[{i}].fallbacks: unknown model `{fb}`; list a configured model name"
                     )
         for i, w in enumerate(self.workflows):
-            if w.model_extra:
-                from gateway.rungs import policy_for
-                from router import PolicyConfigError
-
-                try:
-                    policy, _ = policy_for(w)
-                except PolicyConfigError as exc:
-                    raise ValueError(f"workflows[{i}]: {exc}") from None
-                for key in ("frontier", "cheap"):
-                    val = getattr(policy, key, None) if policy else None
-                    if val is not None and val not in known:
-                        raise ValueError(
-                            f"workflows[{i}] (`{w.name}`).route.{key}: unknown model `{val}`; "
-                            "list a configured model name"
-                        )
             for key in ("frontier", "cheap"):
                 val = getattr(w, key)
                 if val is not None and val not in known:

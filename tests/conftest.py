@@ -14,6 +14,12 @@ from typing import Any
 
 import pytest
 import yaml
+
+# The loop's test helpers (loop_helpers, loop_fixtures, loop_gateway.py, fake_compile.py) live in
+# tests/loop/ and serve tests/web/ and tests/demo/ too: pytest puts only a test file's own folder and
+# this one on sys.path, so the helper folder is added here, before any test module imports from it.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "loop"))
+
 from tg_testing import (  # noqa: F401  (re-exported for tests/loop/loop_helpers.py)
     PG_ADMIN_URL,
     REDIS_URL,

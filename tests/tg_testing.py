@@ -161,8 +161,8 @@ class Gateway:
         """Ledger rows, read straight from the store (stop the gateway first to see every record)."""
         from sqlalchemy import select
 
-        from gateway.db import make_engine
-        from gateway.schema import requests
+        from gateway.store.engine import make_engine
+        from gateway.store.schema import requests
 
         engine = make_engine(self.db_url)
         try:

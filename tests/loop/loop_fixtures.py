@@ -1,7 +1,8 @@
 """The loop tests' fixtures, loaded by `pytest_plugins = ["loop_fixtures"]` in each test module.
 
 A plugin module, not a conftest.py: another conftest.py under tests/ would shadow the root one for the
-`from conftest import ...` lines in tests/gateway/ (pytest imports every conftest as `conftest`).
+`from conftest import ...` lines elsewhere (pytest imports every conftest as `conftest`). tests/conftest.py
+puts this folder on sys.path, so tests/web/ and tests/demo/ load it too.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from loop_helpers import (
 )
 from sqlalchemy import Engine
 
-from gateway.db import make_engine, migrate
+from gateway.store.engine import make_engine, migrate
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    from gateway.app import create_app
-    from gateway.loop import wire
     from gateway.settings import load_settings
+    from gateway.web.app import create_app, wire
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(load_settings(args.config))

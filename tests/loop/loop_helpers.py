@@ -1,6 +1,6 @@
 """Loop test helpers and fixtures: a seeded store ("known ledgers") and gateways with the loop wired in.
 
-The gateway runs as a real process (tests/loop/loop_gateway.py = create_app + gateway.loop.wire) in
+The gateway runs as a real process (tests/loop/loop_gateway.py = create_app + gateway.web.app.wire) in
 front of the shared fake upstreams; compile jobs run tests/loop/fake_compile.py, which writes the
 compiler's files on the compiler's command line, fast.
 """
@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, insert, select
 
-from gateway.db import make_engine
-from gateway.schema import requests, workflows
+from gateway.store.engine import make_engine
+from gateway.store.schema import requests, workflows
 
 HERE = Path(__file__).resolve().parent
 

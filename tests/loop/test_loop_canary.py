@@ -10,19 +10,18 @@ import pytest
 from loop_helpers import ledger_rows, seed
 from sqlalchemy import Engine
 
-from gateway import canary
-from gateway.canary import (
+from gateway.errors import Conflict, InvalidRequest
+from gateway.loop import canary
+from gateway.loop.canary import (
     CanaryMetrics,
-    RouteChoice,
     RouteState,
     decide,
     on_compiled,
     route_for,
-    strip_for_compiled,
 )
-from gateway.errors import Conflict, InvalidRequest
-from gateway.loop import make_handle
-from gateway.payback import LoopConfig
+from gateway.loop.payback import LoopConfig
+from gateway.loop.runner import make_handle
+from gateway.proxy.plan import RouteChoice, strip_for_compiled
 from gateway.settings import parse_settings
 
 pytest_plugins = ["loop_fixtures"]  # store, start_loop_gateway

@@ -14,10 +14,10 @@ from loop_helpers import ADMIN, FLOWCHART, ledger_rows, seed, wait_for
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from gateway.db import make_engine, migrate
-from gateway.loop_cli import register
-from gateway.payback import LoopConfig
-from gateway.proposals import list_proposals, raise_due
+from gateway.loop.cli import register
+from gateway.loop.payback import LoopConfig
+from gateway.loop.proposals import list_proposals, raise_due
+from gateway.store.engine import make_engine, migrate
 
 pytest_plugins = ["loop_fixtures"]  # store, start_loop_gateway
 

@@ -11,9 +11,9 @@ import pytest
 from loop_helpers import FLOWCHART, HERE, ledger_rows, seed, wait_for
 from sqlalchemy import Engine
 
-from gateway.jobs import JobRunner, get_job, observe
-from gateway.payback import LoopConfig
-from gateway.proposals import approve, raise_due
+from gateway.loop.jobs import JobRunner, get_job, observe
+from gateway.loop.payback import LoopConfig
+from gateway.loop.proposals import approve, raise_due
 from gateway.settings import parse_settings
 
 pytest_plugins = ["loop_fixtures"]  # store, start_loop_gateway

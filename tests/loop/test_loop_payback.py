@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gateway.payback import LoopConfig, LoopConfigError, WorkflowUsage, compile_cost, payback
+from gateway.loop.payback import LoopConfig, LoopConfigError, WorkflowUsage, compile_cost, payback
 
 BASE = WorkflowUsage(conversations=1000, requests=5000, cost_usd=120.0, prompt_tokens=5_000_000,
                      completion_tokens=500_000, static_prompt_tokens=800, days=10.0)

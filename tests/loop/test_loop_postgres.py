@@ -12,14 +12,14 @@ import pytest
 from loop_helpers import FLOWCHART, ledger_rows, seed
 from sqlalchemy import Engine
 
-from gateway import canary
-from gateway.db import make_engine, migrate
 from gateway.errors import Conflict
-from gateway.loop_rollup import HOUR, advance, totals
-from gateway.payback import LoopConfig
-from gateway.proposals import approve, list_proposals, raise_due
-from gateway.routes.dashboard import overview_numbers, workflow_series, workflow_table
+from gateway.loop import canary
+from gateway.loop.payback import LoopConfig
+from gateway.loop.proposals import approve, list_proposals, raise_due
+from gateway.loop.rollup import HOUR, advance, totals
 from gateway.settings import parse_settings
+from gateway.store.engine import make_engine, migrate
+from gateway.web.routes.dashboard import overview_numbers, workflow_series, workflow_table
 
 pytestmark = pytest.mark.postgres
 

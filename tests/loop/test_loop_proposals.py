@@ -9,13 +9,13 @@ import pytest
 from loop_helpers import FLOWCHART, ledger_rows, seed
 from sqlalchemy import Engine, func, select
 
-from gateway import canary
 from gateway.errors import Conflict, InvalidRequest, NotFound
-from gateway.jobs import list_jobs
-from gateway.loop_schema import proposals as P
-from gateway.payback import LoopConfig
-from gateway.proposals import approve, list_proposals, raise_due, reject, workflow_statuses
+from gateway.loop import canary
+from gateway.loop.jobs import list_jobs
+from gateway.loop.payback import LoopConfig
+from gateway.loop.proposals import approve, list_proposals, raise_due, reject, workflow_statuses
 from gateway.settings import Settings, parse_settings
+from gateway.store.loop_schema import proposals as P
 
 # 0.03 per conversation now; static 800 of each request's prompt: compiled 400 + 300 tokens per conversation,
 # saving 0.029911; a $0.50 compile pays back after ceil(0.5 / 0.029911) = 17 conversations.

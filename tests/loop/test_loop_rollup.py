@@ -8,7 +8,7 @@ import pytest
 from loop_helpers import ledger_rows, seed
 from sqlalchemy import Engine
 
-from gateway.loop_rollup import HOUR, advance, totals, watermark
+from gateway.loop.rollup import HOUR, advance, totals, watermark
 
 pytest_plugins = ["loop_fixtures"]  # store, start_loop_gateway
 
@@ -43,7 +43,7 @@ def test_grouping_is_checked(store: Engine) -> None:
 
 
 def test_overview_numbers_split_savings_by_rung(store: Engine) -> None:
-    from gateway.routes.dashboard import overview_numbers, workflow_table
+    from gateway.web.routes.dashboard import overview_numbers, workflow_table
 
     now = time.time()
     frontier = ledger_rows("a", 10, turns=1, start=now - 5 * HOUR, spacing=600, cost=0.03)

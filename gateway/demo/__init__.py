@@ -1,0 +1,1 @@
+"""The offline demo (`tiergate demo`) and the simulated providers it runs against."""

@@ -1,0 +1,149 @@
+"""What a call cost and what it would have cost without tiergate: the ledger record, metrics, spend.
+
+    accounts = Accounts(settings, prices, ledger, metrics, spend)
+    record = accounts.open_record(ident, key, body, requested="gpt-4o", ts=time.time())
+    accounts.account(record, plan, usage_of(parsed), reply)   # tokens (estimated if absent), cost, baseline
+    accounts.finish(record, t0)                                # latency, ledger, metrics, the key's spend
+
+The baseline is what the client would have paid without tiergate: the requested model on the
+untrimmed prompt. Side calls (shadow, canary comparison) have a baseline of 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.errors import GatewayError
+from gateway.metrics import Metrics
+from gateway.proxy.identity import Identity, content_text
+from gateway.proxy.keys import KeyInfo
+from gateway.proxy.limits import SpendTracker
+from gateway.proxy.plan import Plan
+from gateway.proxy.pricing import PriceBook
+from gateway.proxy.tokens import count_prompt_tokens, count_text
+from gateway.settings import Settings
+from gateway.store.ledger import LedgerWriter, Record
+
+
+class Accounts:
+    def __init__(
+        self,
+        settings: Settings,
+        prices: PriceBook,
+        ledger: LedgerWriter,
+        metrics: Metrics,
+        spend: SpendTracker,
+    ):
+        self.settings = settings
+        self.prices = prices
+        self.ledger = ledger
+        self.metrics = metrics
+        self.spend = spend
+
+    def open_record(
+        self, ident: Identity, key: KeyInfo | None, body: Mapping[str, Any], requested: str, ts: float
+    ) -> Record:
+        """The ledger record of a client's request, before anything is decided: tier `frontier`."""
+        return Record(
+            id=os.urandom(16).hex(),
+            ts=ts,
+            workflow=ident.workflow,
+            conversation=ident.conversation,
+            turn=ident.turn,
+            key_id=key.id if key else None,
+            requested_model=requested,
+            served_model=None,
+            tier="frontier",
+            stream=bool(body.get("stream")),
+            prompt_fingerprint=ident.fingerprint,
+            config_hash=self.settings.digest or None,
+            workflow_source=ident.workflow_source,
+        )
+
+    def side_record(self, parent: Record, model: str, reason: str) -> Record:
+        """The record of a call no client asked for (shadow, canary comparison): tier `shadow`."""
+        return Record(
+            id=os.urandom(16).hex(),
+            ts=time.time(),
+            workflow=parent.workflow,
+            conversation=parent.conversation,
+            turn=parent.turn,
+            key_id=parent.key_id,
+            requested_model=model,
+            served_model=model,
+            tier="shadow",
+            stream=False,
+            prompt_fingerprint=parent.prompt_fingerprint,
+            config_hash=parent.config_hash,
+            route_reason=reason[:200],
+            workflow_source=parent.workflow_source,
+        )
+
+    def estimate(
+        self, model_name: str, body: Mapping[str, Any], reply: Mapping[str, Any]
+    ) -> tuple[int, int, int]:
+        """Token counts when the upstream reported no usage: counted locally with the model's tokenizer."""
+        upstream = (self.settings.model(model_name) or self.settings.models[0]).upstream
+        text = content_text(reply.get("content")) + "".join(
+            (tc.get("function") or {}).get("arguments", "") for tc in reply.get("tool_calls") or ()
+        )
+        return (
+            count_prompt_tokens(upstream, body["messages"], body.get("tools")),
+            count_text(upstream, text),
+            0,
+        )
+
+    def account(
+        self, record: Record, plan: Plan, usage: tuple[int, int, int] | None, reply: Mapping[str, Any]
+    ) -> None:
+        served = record.served_model or plan.model
+        if usage is None:
+            usage = self.estimate(served, plan.body, reply)
+            record.tokens_estimated = True
+        prompt, completion, cached = usage
+        record.prompt_tokens, record.completion_tokens, record.cached_tokens = usage
+        record.cost_usd += self.prices.cost(served, prompt=prompt, completion=completion, cached=cached)
+        before = prompt + plan.removed_tokens
+        # the baseline is what the client would have paid without tiergate: requested model, untrimmed prompt
+        record.baseline_cost_usd = self.prices.cost(
+            record.requested_model, prompt=before, completion=completion, cached=cached
+        )
+        if plan.removed_tokens:
+            record.prompt_tokens_before_trim = before
+            record.trim_saved_usd = plan.removed_tokens * self.prices.rate(served).input
+        calls = reply.get("tool_calls") or ()
+        if calls:
+            names = [(c.get("function") or {}).get("name") or "" for c in calls]
+            record.tools_called = ",".join(n for n in names if n)[:2000] or None
+
+    def finish_error(self, record: Record, exc: GatewayError, t0: float) -> None:
+        record.status = exc.status
+        record.error_type = exc.error_type
+        record.attempts = getattr(exc, "attempts", record.attempts)
+        self.finish(record, t0)
+
+    def finish(self, record: Record, t0: float) -> None:
+        record.latency_ms = (time.perf_counter() - t0) * 1000
+        self.ledger.submit(record)
+        m = self.metrics
+        labels = (record.workflow, record.served_model or record.requested_model, record.tier)
+        m.requests.labels(*labels, str(record.status)).inc()
+        m.latency.labels(*labels).observe(record.latency_ms / 1000)
+        if record.ttfb_ms is not None:
+            m.ttfb.labels(*labels).observe(record.ttfb_ms / 1000)
+        if record.prompt_tokens:
+            m.tokens.labels(*labels, "prompt").inc(record.prompt_tokens)
+        if record.completion_tokens:
+            m.tokens.labels(*labels, "completion").inc(record.completion_tokens)
+        if record.cached_tokens:
+            m.tokens.labels(*labels, "cached").inc(record.cached_tokens)
+        if record.cost_usd:
+            m.cost.labels(*labels).inc(record.cost_usd)
+        if record.baseline_cost_usd:
+            m.baseline_cost.labels(*labels).inc(record.baseline_cost_usd)
+        if record.key_id and record.cost_usd:
+            asyncio.get_running_loop().create_task(self.spend.add(record.key_id, record.cost_usd))

@@ -1,0 +1,398 @@
+"""Rungs 1 and 2 on the request path: per-workflow routing and trimming state, fed to router/'s pure policies.
+
+    rungs = Rungs.from_settings(settings, engine)
+    rt = rungs.runtime("support")            # None for a workflow with no rung settings: plain proxy
+    trimmed = rt.trim(body, conversation)     # TrimOutcome: body to send, what was dropped
+    decision = rt.decide(body)                # router.RouteDecision
+
+Per workflow in the config:
+
+    workflows:
+      - name: support
+        frontier: gpt-4o
+        cheap: gpt-4o-mini
+        route: {kind: learned, target_retention: 0.95, shadow_share: 0.1, demonstrations: 3}
+        trim: {tools: true, min_requests: 50, window: 2000, holdout: 0.05, keep: [handoff],
+               preloads: true, min_chars: 1000}
+        judge: gpt-4o            # optional: decides shadow labels the exact comparison cannot
+
+The state behind the policies (tool-call counts, the learned router, the demonstration bank) is
+rebuilt from the shared store in the background (`refresh`), so every gateway process sharing the
+store converges on the same decisions and the request path does no I/O for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, func, insert, select
+
+from gateway.proxy.identity import content_text
+from gateway.proxy.policy import TrimConfig, policy_for
+from gateway.proxy.tokens import count_text
+from gateway.settings import Settings
+from gateway.store.schema import exchanges, route_labels
+from gateway.store.schema import requests as R
+from router import (
+    DemonstrationBank,
+    LearnedRouter,
+    RequestFeatures,
+    RouteCosts,
+    RouteDecision,
+    RoutePolicy,
+    ToolUsage,
+    calibrate_threshold,
+    decide_route,
+    dedupe_preloads,
+    in_holdout,
+    nearest_demonstrations,
+    out_of_fold_scores,
+    tools_called,
+    trim_tools,
+)
+
+log = logging.getLogger("tiergate.rungs")
+RECENT = 6  # messages kept with a label or an exchange: what RequestFeatures looks at, with margin
+
+
+@dataclass
+class TrimOutcome:
+    body: dict[str, Any]
+    dropped: tuple[str, ...] = ()
+    removed_blocks: int = 0
+    removed_tokens: int = 0
+    reason: str = ""
+
+
+@dataclass
+class WorkflowRuntime:
+    name: str
+    policy: RoutePolicy | None
+    trim_config: TrimConfig | None
+    judge: str | None = None
+    # tool calls counted per conversation stage: an agent that calls tools on the opening turn and
+    # none on follow-ups can send follow-ups without the schemas (bench/trim: 75% -> 8x% cut)
+    usage: dict[str, ToolUsage] = field(default_factory=dict)
+    learned: LearnedRouter | None = None
+    bank: DemonstrationBank | None = None
+    labels_fitted: int = 0
+
+    @property
+    def learns(self) -> bool:
+        return self.policy is not None and self.policy.kind == "learned" and self.policy.cheap is not None
+
+    @property
+    def keeps_exchanges(self) -> bool:
+        return self.policy is not None and self.policy.demonstrations > 0
+
+    def trim(self, body: dict[str, Any], conversation: str, count_model: str) -> TrimOutcome:
+        cfg = self.trim_config
+        if cfg is None:
+            return TrimOutcome(body)
+        out = dict(body)
+        dropped: tuple[str, ...] = ()
+        reason = ""
+        if cfg.tools and isinstance(body.get("tools"), list) and body["tools"]:
+            result = trim_tools(
+                body["tools"],
+                self.usage.get(stage_of(body["messages"]) if cfg.by_stage else "all", ToolUsage()),
+                tools_called(body["messages"]),
+                keep=cfg.keep,
+                min_requests=cfg.min_requests,
+                holdout=in_holdout(conversation, cfg.holdout),
+                tool_choice=body.get("tool_choice"),
+            )
+            dropped, reason = result.dropped, result.reason
+            if dropped and result.tools:
+                out["tools"] = list(result.tools)
+            elif dropped:  # nothing left to offer: a tool_choice without tools is an error upstream
+                for key in ("tools", "tool_choice", "parallel_tool_calls"):
+                    out.pop(key, None)
+        blocks = 0
+        if cfg.preloads:
+            pre = dedupe_preloads(body["messages"], min_chars=cfg.min_chars)
+            if pre.removed_blocks:
+                out["messages"] = list(pre.messages)
+                blocks = pre.removed_blocks
+        if not dropped and not blocks:
+            return TrimOutcome(body, reason=reason)
+        return TrimOutcome(out, dropped, blocks, removed_tokens(body, out, count_model), reason)
+
+    def decide(self, body: Mapping[str, Any]) -> tuple[RouteDecision, RequestFeatures] | None:
+        if self.policy is None:
+            return None
+        features = RequestFeatures.from_request(body)
+        return decide_route(features, self.policy, self.learned), features
+
+    def with_demonstrations(
+        self, body: dict[str, Any], features: RequestFeatures
+    ) -> tuple[dict[str, Any], int]:
+        """Inference-time distillation: the k nearest logged frontier exchanges, as worked examples."""
+        if self.policy is None or self.policy.demonstrations <= 0 or self.bank is None:
+            return body, 0
+        demos = nearest_demonstrations(features, self.bank, self.policy.demonstrations)
+        if not demos:
+            return body, 0
+        lines = ["Worked examples of this workflow, answered by a stronger model:"]
+        for i, d in enumerate(demos, 1):
+            msgs = d.exchange.get("messages") or []
+            user = next((m.get("content") for m in reversed(msgs) if m.get("role") == "user"), "")
+            reply = d.exchange.get("response") or {}
+            answer = reply.get("content") or ""
+            if reply.get("tool_calls"):
+                answer += (
+                    " "
+                    + orjson.dumps(
+                        [
+                            {"tool": c["function"]["name"], "arguments": c["function"]["arguments"]}
+                            for c in reply["tool_calls"]
+                        ]
+                    ).decode()
+                )
+            lines.append(f"Example {i}. User: {user}\nAssistant: {answer.strip()}")
+        note = {"role": "system", "content": "\n\n".join(lines)}
+        messages = list(body["messages"])
+        at = 0
+        while at < len(messages) and messages[at].get("role") in ("system", "developer"):
+            at += 1
+        messages.insert(at, note)
+        return {**body, "messages": messages}, len(demos)
+
+
+@functools.lru_cache(maxsize=8192)
+def _tokens(model: str, text: str) -> int:
+    return count_text(model, text)
+
+
+def removed_tokens(before: Mapping[str, Any], after: Mapping[str, Any], model: str) -> int:
+    """Tokens trimming took out: the dropped schemas plus what changed in the messages.
+
+    Counting only the difference, with a cache per schema and per text (agents re-send the same ones
+    every turn), instead of re-encoding the whole prompt twice: that cost ~3 ms of CPU per trimmed
+    request on a 40-tool prompt.
+    """
+    kept = {id(t) for t in after.get("tools") or ()}
+    removed = sum(_tokens(model, orjson.dumps(t).decode()) for t in before.get("tools") or () if id(t) not in kept)
+    old, new = before["messages"], after["messages"]
+    if old is not new:
+        removed += sum(_tokens(model, content_text(m.get("content"))) for m in old)
+        removed -= sum(_tokens(model, content_text(m.get("content"))) for m in new)
+    return max(0, removed)
+
+
+def stage_of(messages: Any) -> str:
+    """Where a request stands in its conversation: opening or later user turn, and tool calls since it.
+
+    Procedures call their tools in a stable order (look the customer up, then the order, then act), so
+    counting calls per stage lets a request carry only the tools ever called at that point. A stage
+    with too few requests is not trimmed, and holdout traffic restores a tool a stage starts to need.
+    """
+    users = 0
+    calls = 0
+    for m in messages:
+        role = m.get("role")
+        if role == "user":
+            users += 1
+            calls = 0
+        elif role == "assistant":
+            calls += len(m.get("tool_calls") or ())
+    return f"{'first' if users <= 1 else 'later'}:{min(calls, 5)}"
+
+
+def recent_request(body: Mapping[str, Any]) -> str:
+    """What a label or an exchange keeps of a request: the recent messages and the tool names."""
+    tools = [{"type": "function", "function": {"name": n}} for n in sorted(_tool_names(body))]
+    return orjson.dumps({"messages": body["messages"][-RECENT:], "tools": tools}).decode()
+
+
+def _tool_names(body: Mapping[str, Any]) -> set[str]:
+    return {
+        t["function"]["name"]
+        for t in body.get("tools") or ()
+        if isinstance(t, Mapping) and isinstance(t.get("function"), Mapping) and "name" in t["function"]
+    }
+
+
+class Rungs:
+    def __init__(self, engine: Engine, runtimes: dict[str, WorkflowRuntime], prices: Any, settings: Settings):
+        self._engine = engine
+        self._runtimes = runtimes
+        self._prices = prices
+        self._settings = settings
+        self._task: asyncio.Task[None] | None = None
+        self._side: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine, prices: Any) -> Rungs:
+        runtimes = {}
+        for wf in settings.workflows:
+            policy, trim = policy_for(wf)
+            if policy is None and trim is None:
+                continue
+            judge = (wf.model_extra or {}).get("judge")
+            runtimes[wf.name] = WorkflowRuntime(wf.name, policy, trim, judge=judge)
+        return cls(engine, runtimes, prices, settings)
+
+    def runtime(self, workflow: str) -> WorkflowRuntime | None:
+        return self._runtimes.get(workflow)
+
+    # ------------------------------------------------------------------ background state
+
+    async def start(self, interval: float = 2.0) -> None:
+        if any(rt.learns for rt in self._runtimes.values()):
+            # scikit-learn takes seconds to import on a busy host; pay that before serving, not mid-refresh
+            import importlib
+
+            await asyncio.to_thread(importlib.import_module, "sklearn.linear_model")
+        if self._runtimes:
+            await asyncio.to_thread(self.refresh_sync)
+            self._task = asyncio.create_task(self._loop(interval), name="rungs-refresh")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._side:
+            await asyncio.gather(*self._side, return_exceptions=True)
+
+    async def _loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.refresh_sync)
+            except Exception:  # the store may be briefly away; state stays as it was
+                log.exception("refreshing routing and trimming state failed; keeping the previous state")
+
+    def refresh_sync(self) -> None:
+        for rt in self._runtimes.values():
+            if rt.trim_config is not None and rt.trim_config.tools:
+                rt.usage = self._tool_usage(rt.name, rt.trim_config.window, rt.trim_config.by_stage)
+            if rt.learns:
+                self._refit(rt)
+            if rt.keeps_exchanges:
+                self._reload_bank(rt)
+
+    def _tool_usage(self, workflow: str, window: int, by_stage: bool) -> dict[str, ToolUsage]:
+        """Calls per tool and stage over the workflow's last `window` answered requests (no shadow calls)."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(R.c.stage, R.c.tools_called)
+                .where(R.c.workflow == workflow, R.c.tier != "shadow", R.c.status < 400)
+                .order_by(R.c.ts.desc())
+                .limit(window)
+            ).all()
+        seen: Counter[str] = Counter()
+        calls: dict[str, Counter[str]] = {}
+        for stage, called in rows:
+            stage = (stage or "first:0") if by_stage else "all"
+            seen[stage] += 1
+            bucket = calls.setdefault(stage, Counter())
+            if called:
+                bucket.update(called.split(","))
+        return {s: ToolUsage(requests_seen=seen[s], calls=dict(calls.get(s, {}))) for s in seen}
+
+    def _refit(self, rt: WorkflowRuntime) -> None:
+        assert rt.policy is not None
+        with self._engine.connect() as conn:
+            n = conn.execute(select(func.count()).where(route_labels.c.workflow == rt.name)).scalar_one()
+            if n < max(rt.policy.min_labels, 10) or n < rt.labels_fitted * 1.1 + 5:
+                return
+            rows = conn.execute(
+                select(route_labels.c.request, route_labels.c.good)
+                .where(route_labels.c.workflow == rt.name)
+                .order_by(route_labels.c.ts.desc())
+                .limit(20_000)
+            ).all()
+        feats = [RequestFeatures.from_request(orjson.loads(r[0])) for r in rows]
+        labels = [bool(r[1]) for r in rows]
+        if len(set(labels)) < 2:
+            log.info(
+                "workflow %s: %d shadow labels, all %s; not fitting yet", rt.name, len(labels), labels[0]
+            )
+            return
+        cheap_rate = self._prices.rate(rt.policy.cheap)
+        frontier_rate = self._prices.rate(rt.policy.frontier)
+        costs = RouteCosts(
+            cheap=cheap_rate.input + cheap_rate.output or 1.0,
+            frontier=frontier_rate.input + frontier_rate.output or 10.0,
+        )
+        scores = out_of_fold_scores(
+            feats, labels, folds=min(5, max(2, min(labels.count(True), labels.count(False))))
+        )
+        cal = calibrate_threshold(
+            scores,
+            [1.0 if x else 0.0 for x in labels],
+            rt.policy.target_retention,
+            costs,
+            confidence=rt.policy.confidence,
+        )
+        rt.learned = LearnedRouter.fit(feats, labels).with_threshold(cal.threshold)
+        rt.labels_fitted = len(labels)
+        log.info(
+            "workflow %s: learned router refit on %d labels; threshold %.3f, expected retention %.3f, cheap share %.2f",
+            rt.name,
+            len(labels),
+            cal.threshold,
+            cal.expected_retention,
+            cal.cheap_share,
+        )
+
+    def _reload_bank(self, rt: WorkflowRuntime) -> None:
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(exchanges.c.request, exchanges.c.response)
+                .where(exchanges.c.workflow == rt.name)
+                .order_by(exchanges.c.ts.desc())
+                .limit(5000)
+            ).all()
+        if rows and (rt.bank is None or len(rt.bank.exchanges) != len(rows)):
+            items = [{**orjson.loads(req), "response": orjson.loads(resp)} for req, resp in rows]
+            rt.bank = DemonstrationBank.build(items)
+
+    # ------------------------------------------------------------------ side writes
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(fn, *args))
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    def save_label(
+        self, workflow: str, request_id: str, body: Mapping[str, Any], good: bool, how: str
+    ) -> None:
+        row = {
+            "id": request_id,
+            "ts": time.time(),
+            "workflow": workflow,
+            "request_id": request_id,
+            "request": recent_request(body),
+            "good": good,
+            "how": how[:200],
+        }
+        self._spawn(self._insert, route_labels, row)
+
+    def save_exchange(
+        self, workflow: str, request_id: str, body: Mapping[str, Any], reply: Mapping[str, Any]
+    ) -> None:
+        row = {
+            "id": request_id,
+            "ts": time.time(),
+            "workflow": workflow,
+            "request": recent_request(body),
+            "response": orjson.dumps(dict(reply)).decode(),
+        }
+        self._spawn(self._insert, exchanges, row)
+
+    def _insert(self, table: Any, row: dict[str, Any]) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(insert(table), [row])

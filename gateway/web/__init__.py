@@ -1,0 +1,1 @@
+"""The HTTP face: the app factory, request dependencies, routes, templates and static files."""

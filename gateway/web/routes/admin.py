@@ -1,0 +1,48 @@
+"""The JSON admin API under /api/: workflows read-back and virtual key management."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from gateway.errors import NotFound
+from gateway.proxy.keys import KeyCreate, KeyCreated, KeyPublic, create_key, list_keys, revoke_key
+from gateway.store.queries import conversations, workflow_exists, workflow_summaries
+from gateway.web.deps import Admin, State
+
+router = APIRouter(prefix="/api", dependencies=[Admin])
+
+
+@router.get("/workflows")
+async def get_workflows(st: State) -> dict[str, Any]:
+    return {"data": await asyncio.to_thread(workflow_summaries, st.engine)}
+
+
+@router.get("/workflows/{workflow_id}/conversations")
+async def get_conversations(
+    workflow_id: str, st: State, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)
+) -> dict[str, Any]:
+    rows = await asyncio.to_thread(conversations, st.engine, workflow_id, limit=limit, offset=offset)
+    if not rows and not await asyncio.to_thread(workflow_exists, st.engine, workflow_id):
+        raise NotFound(f"No workflow `{workflow_id}` in the ledger; list them with GET /api/workflows.")
+    return {"workflow": workflow_id, "data": rows}
+
+
+@router.post("/keys", status_code=201)
+async def post_key(spec: KeyCreate, st: State) -> KeyCreated:
+    return await asyncio.to_thread(create_key, st.engine, spec)
+
+
+@router.get("/keys")
+async def get_keys(st: State) -> dict[str, list[KeyPublic]]:
+    return {"data": await asyncio.to_thread(list_keys, st.engine)}
+
+
+@router.delete("/keys/{key_id}")
+async def delete_key(key_id: str, st: State) -> dict[str, Any]:
+    if not await asyncio.to_thread(revoke_key, st.engine, key_id):
+        raise NotFound(f"No active key `{key_id}`; list keys with GET /api/keys.")
+    st.keys.forget_all()
+    return {"id": key_id, "revoked": True}

@@ -1,0 +1,67 @@
+"""`tiergate demo --yes --exit` end to end, as a real process.
+
+Two runs: one with stand-ins for the compiler and the model server (tests/loop/fake_compile.py writes the
+compiler's files; a simulated provider serves the "compiled" model), which walks the whole loop through
+canary, promotion and the switch in seconds; and one with the real `tiergate compile` on the scratch
+model for a few steps, which on CPU cannot pass the eval gate and must end with the gate's reason and
+nothing switched.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from loop_helpers import HERE, ROOT
+from sqlalchemy import func, select
+
+from gateway.demo.scene import compiler_ready
+from gateway.store.engine import make_engine
+from gateway.store.loop_schema import switches
+from gateway.store.schema import requests
+
+pytestmark = pytest.mark.slow
+RUNNER = "import typer; from gateway.loop.cli import register; app = typer.Typer(); register(app); app()"
+
+
+def demo(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-c", RUNNER, "demo", "--yes", "--exit", "--conversations", "16", "--port", "0",
+           "--compile-cost", "0.2", "--workdir", str(tmp_path / "demo"), *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_demo_walks_the_whole_loop(tmp_path: Path) -> None:
+    serve = (f"{sys.executable} -m gateway.demo.simulated --port {{port}} --name travel-booking-compiled "
+             "--script {script} --miss-share 0.02")
+    run = demo(tmp_path, "--compile-steps", "6", "--compile-command", f"{sys.executable} {HERE / 'fake_compile.py'}",
+               "--serve-command", serve)
+    out = run.stdout
+    assert run.returncode == 0, out + run.stderr
+    for line in ("SIMULATION", "SIMULATED gpt-4o ", "$2.50 / $10.00 per M tokens", "1. Replaying 16",
+                 "2. Proposal #1: compile `travel-booking`", "approved by `demo --yes`", "ready: eval gate passed",
+                 "4. Canary: 50%", "switch: frontier -> canary (loop)", "switch: canary -> compiled (loop): quality",
+                 "5. Switched", "at the requested model", "serving is", "compiled ", "routed ", "frontier "):
+        assert line in out, f"`{line}` missing from the demo's output:\n{out}"
+    engine = make_engine(f"sqlite:///{tmp_path / 'demo' / 'tiergate.db'}")
+    with engine.connect() as conn:
+        tiers = dict(conn.execute(select(requests.c.tier, func.count()).group_by(requests.c.tier)).all())
+        modes = [r.to_mode for r in conn.execute(select(switches).order_by(switches.c.id))]
+    engine.dispose()
+    assert {"frontier", "routed", "compiled", "shadow"} <= set(tiers)
+    assert modes == ["canary", "compiled"]
+
+
+@pytest.mark.skipif(compiler_ready() is not None, reason=f"needs the compile extra: {compiler_ready()}")
+def test_demo_with_the_real_compiler_stops_at_the_gate(tmp_path: Path) -> None:
+    run = demo(tmp_path, "--compile-steps", "2", "--compile-set", "train.batch_size=2",
+               "--compile-set", "data.variants_per_path=2", "--compile-set", "data.max_eval_conversations=3",
+               timeout=400)
+    out = run.stdout
+    assert run.returncode == 0, out + run.stderr
+    assert "3. Compiling (scratch model, 2 steps)" in out and "evaluating" in out
+    if "eval gate passed" not in out:  # two steps on CPU: the gate must hold the model back
+        assert "The compile did not produce a model: eval gate failed: node accuracy" in out
+        assert "Nothing was switched" in out and "before (routing+trim)" in out
+    assert (tmp_path / "demo" / "jobs").is_dir()

@@ -1,0 +1,138 @@
+"""Workflow identity and conversation stitching, through the real gateway."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from gateway.proxy.identity import fingerprint_workflow, normalise_static
+
+SYSTEM = "You are the claims assistant for Acme Insurance. Today is {date}. Session {sid}."
+TOOLS = [
+    {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+    for n in ("lookup", "file_claim")
+]
+
+
+def client(gw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Today is 2026-11-22.", "Today is 2025-01-03."),
+        ("Call at 10:30 am.", "Call at 4:05 PM."),
+        ("Order 12345 for jane@x.io", "Order 999 for bob@y.com"),
+        ("Session 3f2c1a9e-1111-2222-3333-444455556666", "Session 00000000-aaaa-bbbb-cccc-dddddddddddd"),
+        ("Monday, March 3rd 2026", "Friday, July 14th 2025"),
+        ("ref A1B2C3D4E5F6G7", "ref Z9Y8X7W6V5U4T3"),
+    ],
+)
+def test_volatile_parts_do_not_change_the_fingerprint(a, b):
+    assert normalise_static(a) == normalise_static(b)
+
+
+def test_fingerprint_depends_on_tools_not_their_order():
+    msgs = [{"role": "system", "content": "You are the claims assistant for Acme."}]
+    name, fp = fingerprint_workflow(msgs, TOOLS)
+    assert name.startswith("claims-acme-insurance") or name.startswith("claims-acme")
+    assert fingerprint_workflow(msgs, list(reversed(TOOLS)))[1] == fp
+    assert fingerprint_workflow(msgs, TOOLS[:1])[1] != fp
+    other = [{"role": "system", "content": "You are a poet."}]
+    assert fingerprint_workflow(other, TOOLS)[1] != fp
+
+
+def test_workflow_from_header_metadata_and_fingerprint(start_gateway, upstreams):
+    gw = start_gateway()
+    c = client(gw)
+    user = {"role": "user", "content": "hi"}
+    r1 = c.chat.completions.with_raw_response.create(
+        model="gpt-4o",
+        messages=[user],
+        extra_headers={"X-Tiergate-Workflow": "from-header"},
+        metadata={"workflow": "ignored-because-header-wins"},
+    )
+    assert r1.headers["x-tiergate-workflow"] == "from-header"
+    r2 = c.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[user], metadata={"workflow": "from-meta"}
+    )
+    assert r2.headers["x-tiergate-workflow"] == "from-meta"
+    # tiergate's own metadata is not forwarded to the provider
+    assert "metadata" not in upstreams["frontier"].log()[-1]["body"]
+    names = set()
+    for day, sid in (("2026-11-22", "A1"), ("2026-12-01", "B777")):
+        sys_msg = {"role": "system", "content": SYSTEM.format(date=day, sid=sid)}
+        r = c.chat.completions.with_raw_response.create(model="gpt-4o", messages=[sys_msg, user], tools=TOOLS)
+        names.add(r.headers["x-tiergate-workflow"])
+    assert len(names) == 1 and next(iter(names)).startswith("claims-acme-insurance-")
+    rows = gw.wait_records(4)
+    assert [r["workflow"] for r in rows][:2] == ["from-header", "from-meta"]
+
+
+def run_conversation(c, turns: int, *, extra_headers=None, tools=False) -> list[str]:
+    messages = [{"role": "system", "content": "You book trains."}]
+    convs = []
+    for t in range(turns):
+        messages.append({"role": "user", "content": f"turn {t}"})
+        raw = c.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=messages,
+            extra_headers=extra_headers or {},
+            **({"tools": TOOLS} if tools else {}),
+        )
+        convs.append(raw.headers["x-tiergate-conversation"])
+        msg = raw.parse().choices[0].message
+        echoed = {"role": "assistant", "content": msg.content}
+        if msg.tool_calls:
+            echoed["tool_calls"] = [tc.model_dump() for tc in msg.tool_calls]
+            messages.append(echoed)
+            messages.append(
+                {"role": "tool", "tool_call_id": msg.tool_calls[0].id, "content": json.dumps({"ok": True})}
+            )
+        else:
+            messages.append(echoed)
+    return convs
+
+
+def test_stitching_joins_turns_and_separates_conversations(start_gateway, upstreams):
+    gw = start_gateway()
+    c = client(gw)
+    upstreams["frontier"].script({}, {"tool_calls": [{"name": "lookup", "arguments": {"q": "x"}}]}, {}, {})
+    a = run_conversation(c, 4, tools=True)
+    b = run_conversation(c, 2)
+    assert len(set(a)) == 1 and len(set(b)) == 1 and a[0] != b[0]
+    rows = gw.wait_records(6)
+    assert [r["turn"] for r in rows if r["conversation"] == a[0]] == [1, 2, 3, 4]
+    assert [r["turn"] for r in rows if r["conversation"] == b[0]] == [1, 2]
+
+
+def test_streamed_replies_stitch_too(start_gateway):
+    gw = start_gateway()
+    c = client(gw)
+    messages = [{"role": "user", "content": "first"}]
+    convs = []
+    for t in range(3):
+        with c.chat.completions.with_streaming_response.create(
+            model="gpt-4o", messages=messages, stream=True
+        ) as r:
+            convs.append(r.headers["x-tiergate-conversation"])
+            text = ""
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    chunk = json.loads(line[6:])
+                    if chunk["choices"]:
+                        text += chunk["choices"][0]["delta"].get("content") or ""
+        messages += [{"role": "assistant", "content": text}, {"role": "user", "content": f"next {t}"}]
+    assert len(set(convs)) == 1
+
+
+def test_explicit_conversation_header(start_gateway):
+    gw = start_gateway()
+    c = client(gw)
+    convs = run_conversation(c, 2, extra_headers={"X-Tiergate-Conversation": "conv-42"})
+    assert convs == ["conv-42", "conv-42"]
+    rows = gw.wait_records(2)
+    assert [r["turn"] for r in rows] == [1, 2]
