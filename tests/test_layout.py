@@ -134,16 +134,9 @@ def test_relative_imports_inside_functions_are_arrows(tmp_path: Path) -> None:
     assert imports_of("pkg", known["pkg"], known) == {"pkg.b"}
 
 
-@pytest.mark.parametrize("package", ["gateway", "router"])
+@pytest.mark.parametrize("package", ["gateway", "compiler", "router"])
 def test_no_import_circles(package: str) -> None:
     g = graph(package)
-    found = cycles(g)
-    assert not found, "import circles: " + describe(found, g)
-
-
-@pytest.mark.xfail(strict=True, reason="compiler importers split in progress")
-def test_no_import_circles_in_compiler() -> None:
-    g = graph("compiler")
     found = cycles(g)
     assert not found, "import circles: " + describe(found, g)
 
