@@ -54,12 +54,17 @@ def _terms(text: str) -> list[str]:
     return [w if w.startswith("<slot:") else _stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP]
 
 
-def _mark_values(text: str, values: Mapping[str, str]) -> str:
-    """Replace slot values (longest first, whole words) with ``<slot:name>`` tokens."""
-    low = text.lower()
-    for value, name in sorted(values.items(), key=lambda kv: len(kv[0]), reverse=True):
-        low = re.sub(rf"(?<![a-z0-9]){re.escape(value)}(?![a-z0-9])", f" <slot:{name.lower()}> ", low)
-    return low
+def _value_pattern(values: Mapping[str, str]) -> re.Pattern[str]:
+    """One alternation of every slot value, longest first, whole words only (a count of "1" must not eat
+    the 1 of "SK101"); one pass over the text instead of one per value."""
+    alts = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+    return re.compile(rf"(?<![a-z0-9])(?:{alts})(?![a-z0-9])" if alts else r"(?!x)x")
+
+
+def _mark_values(text: str, values: Mapping[str, str], pattern: re.Pattern[str] | None = None) -> str:
+    """Replace slot values with ``<slot:name>`` tokens."""
+    rx = pattern or _value_pattern(values)
+    return rx.sub(lambda m: f" <slot:{values[m.group(0)].lower()}> ", text.lower())
 
 
 class NodeJudge:
@@ -90,11 +95,13 @@ class NodeJudge:
             self.vectors[nid] = {t: v / norm for t, v in vec.items()}
         # Without a conversation's own slots, any listed value stands for its slot.
         self.listed = {str(v).lower(): name for name, vals in fc.slots.items() for v in vals if str(v).strip()}
+        self._listed_rx = _value_pattern(self.listed)
 
     def _bag(self, text: str, slots: Mapping[str, Any] | None) -> Counter[str]:
-        values = dict(self.listed)
-        values.update({str(v).lower(): k for k, v in (slots or {}).items() if str(v).strip()})
-        return Counter(t for t in _terms(_mark_values(text, values)) if t in self.idf)
+        own = {str(v).lower(): k for k, v in (slots or {}).items() if str(v).strip()}
+        if all(self.listed.get(v) == k for v, k in own.items()):  # the usual case: listed values only
+            return Counter(t for t in _terms(_mark_values(text, self.listed, self._listed_rx)) if t in self.idf)
+        return Counter(t for t in _terms(_mark_values(text, {**self.listed, **own})) if t in self.idf)
 
     def scores(self, text: str, slots: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Cosine of ``text`` with every candidate node, highest first; 0 where they share fewer than
@@ -122,13 +129,15 @@ class NodeJudge:
         return top[0] if top and top[1] >= min_score else None
 
     def fits(self, node_id: str, text: str, slots: Mapping[str, Any] | None = None, tie: float = 0.02) -> bool:
-        """Whether ``text`` performs ``node_id``: it is the best node, or ties with it (nodes worded alike)."""
-        if self.best(text, slots) == node_id:
-            return True
+        """Whether ``text`` performs ``node_id``: it ranks first, or ties with the first (nodes worded
+        alike), or matches the node's template exactly. The cheap ranking goes first: the teacher asks
+        this once per turn, tens of thousands of times in a run."""
         ranked = self.scores(text, slots)
         mine = ranked.get(node_id, 0.0)
         top = next(iter(ranked.values()), 0.0)
-        return mine >= MIN_SCORE and mine >= top - tie
+        if mine >= MIN_SCORE and mine >= top - tie:
+            return True
+        return self.best(text, slots) == node_id
 
 
 _JUDGES: dict[tuple[int, tuple[str, ...] | None], tuple[Flowchart, NodeJudge]] = {}
