@@ -77,17 +77,36 @@ class ActionModel:
         return self.text_label(turn.text, binding)[0]
 
 
+MAX_CLUSTERED = 2_000  # agglomerative clustering is quadratic in memory: 2,000 texts take ~30 MB
+
+
 def _cluster(texts: list[str], counts: Counter[str], distance: float) -> dict[str, str]:
-    """Map each distinct normalised reply to its cluster's name (the cluster's most frequent reply)."""
+    """Map each distinct normalised reply to its cluster's name (the cluster's most frequent reply).
+
+    ``texts`` come most frequent first; past :data:`MAX_CLUSTERED` the rarer ones join
+    the nearest cluster instead of being clustered themselves.
+    """
     if len(texts) == 1:
         return {texts[0]: texts[0]}
-    matrix = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(texts).toarray()
+    head, tail = texts[:MAX_CLUSTERED], texts[MAX_CLUSTERED:]
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    matrix = vectorizer.fit_transform(head).toarray()
     groups = AgglomerativeClustering(
         n_clusters=None, distance_threshold=distance, metric="cosine", linkage="average"
     ).fit_predict(matrix)
     members: dict[int, list[str]] = {}
-    for text, g in zip(texts, groups, strict=True):
+    for text, g in zip(head, groups, strict=True):
         members.setdefault(int(g), []).append(text)
+    if tail:
+        ids = sorted(members)
+        pos = {t: i for i, t in enumerate(head)}
+        rows = []
+        for g in ids:
+            mean = matrix[[pos[t] for t in members[g]]].mean(axis=0)
+            rows.append(mean / (np.linalg.norm(mean) or 1.0))
+        nearest = np.argmax(vectorizer.transform(tail).toarray() @ np.vstack(rows).T, axis=1)
+        for text, i in zip(tail, nearest, strict=True):
+            members[ids[int(i)]].append(text)
     out: dict[str, str] = {}
     for group in members.values():
         name = max(group, key=lambda t: (counts[t], -len(t), t))

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import Counter
@@ -39,13 +40,14 @@ def value_text(value: Any) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # compiling dominated mining time (5 s of 8 s for 1,000 conversations)
 def _word_re(value: str) -> re.Pattern[str]:
     # Whole words only: a passenger count of "1" must not match inside "SK101" or "14 April".
     return re.compile(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", re.I)
 
 
 def contains(text: str, value: str) -> bool:
-    return bool(_word_re(value).search(text))
+    return value.lower() in text.lower() and bool(_word_re(value).search(text))
 
 
 def _leaves(data: Any, key: str = "") -> Iterator[tuple[str, str]]:
@@ -95,8 +97,10 @@ class SlotFinding:
             key=lambda p: len(p[0]),
             reverse=True,
         )
+        low = text.lower()
         for value, name in pairs:
-            text = _word_re(value).sub("{" + name + "}", text)
+            if value.lower() in low:
+                text = _word_re(value).sub("{" + name + "}", text)
         return text
 
 

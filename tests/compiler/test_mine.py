@@ -89,6 +89,18 @@ def test_slots_follow_the_users_city_into_the_call_and_the_result_into_the_reply
     assert mined.flowchart.slots["temp_c"] == ("21", "25", "12", "30", "19")
 
 
+def test_past_the_clustering_cap_rare_replies_join_the_nearest_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    import compiler.mine.actions as actions
+
+    records = [*KNOWN, weather("", 10, 0, give_up=True)]
+    records[-1]["messages"][-1]["content"] = "No problem at all, goodbye then!"  # a rarer wording
+    full = mine(traces_from_records(records)).flowchart
+    monkeypatch.setattr(actions, "MAX_CLUSTERED", 3)  # the rarest wording is not clustered
+    capped = mine(traces_from_records(records)).flowchart
+    assert set(capped.nodes) == set(full.nodes) and capped.edges == full.edges
+    assert capped.nodes["no_problem_goodbye"].say == ("No problem, goodbye!", "No problem at all, goodbye then!")
+
+
 def test_a_constant_argument_is_a_literal_not_a_slot() -> None:
     records = [weather("Paris", d, 20 + d) for d in range(1, 6)]
     mined = mine(traces_from_records(records))
