@@ -127,6 +127,7 @@ def merge_paraphrases(
     normal: Mapping[tuple[int, int], str],
     min_context: float = 0.5,
     min_words: float = 0.2,
+    same_place: float = 0.8,
 ) -> list[list[str]]:
     """Merge reply clusters that are one step worded two ways.
 
@@ -135,7 +136,9 @@ def merge_paraphrases(
     procedure: they follow the same actions, lead to the same actions, and answer the same
     user words or tool results. Two different steps after one branch differ in the
     latter (the user said yes to one, no to the other), so all three must overlap by
-    ``min_context``, and the replies must still share some words (cosine ``min_words``).
+    ``min_context``, and the replies must still share some words (cosine ``min_words``);
+    clusters whose contexts overlap by ``same_place`` merge whatever their words, since
+    no branch of the procedure can tell them apart.
     """
     ctx: dict[str, tuple[Counter[str], Counter[str], Counter[str]]] = {}
     texts: dict[str, list[str]] = {}
@@ -165,9 +168,11 @@ def merge_paraphrases(
             continue
         for j in range(i + 1, len(names)):
             b = names[j]
-            if b in into or sims[i, j] < min_words:
+            if b in into:
                 continue
-            if all(_share(x, y) >= min_context for x, y in zip(ctx[a], ctx[b], strict=True)):
+            shares = [_share(x, y) for x, y in zip(ctx[a], ctx[b], strict=True)]
+            # Replies that nothing in the conversation tells apart are one step, whatever their words.
+            if min(shares) >= same_place or (min(shares) >= min_context and sims[i, j] >= min_words):
                 into[b] = a  # the more frequent wording names the step
     return [[into.get(lab, lab) for lab in row] for row in labels]
 
@@ -176,7 +181,7 @@ def label_actions(
     traces: Sequence[Trace],
     split: StaticSplit,
     slots: SlotFinding,
-    distance: float = 0.6,
+    distance: float = 0.5,
     min_similarity: float = 0.3,
 ) -> tuple[list[list[str]], ActionModel]:
     """Label every assistant turn; also return the model that labels new conversations alike."""

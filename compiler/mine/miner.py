@@ -63,7 +63,7 @@ def mine(
     traces: Sequence[Trace],
     name: str = "workflow",
     min_support: int | None = None,
-    distance: float = 0.6,
+    distance: float = 0.5,
 ) -> MinedWorkflow:
     """Mine a flowchart draft from conversations of one workflow.
 

@@ -90,7 +90,8 @@ ETAS = ["3 December", "5 December", "9 December", "12 December"]
 class App:
     """One run of the orchestrated app with its scripted customer and frontier."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, step_messages: bool = True) -> None:
+        self.step_messages = step_messages
         self.rng = random.Random(f"acme|{seed}")
         r = self.rng
         self.values = {
@@ -130,7 +131,8 @@ class App:
 
     def _step(self, step: str) -> None:
         # The orchestrator's per-step system message, sent with the request that produced the turn.
-        self.messages.append({"role": "system", "content": f"Current step: {step}. {STEPS[step]}"})
+        if self.step_messages:
+            self.messages.append({"role": "system", "content": f"Current step: {step}. {STEPS[step]}"})
         self.steps.append(step)
 
     def run(self) -> tuple[dict[str, Any], list[str]]:
@@ -201,10 +203,10 @@ class App:
         return {"messages": self.messages, "tools": TOOLS}, self.steps
 
 
-def run_app(n: int) -> tuple[list[dict[str, Any]], list[list[str]]]:
+def run_app(n: int, step_messages: bool = True) -> tuple[list[dict[str, Any]], list[list[str]]]:
     records, steps = [], []
     for seed in range(n):
-        record, walked = App(seed).run()
+        record, walked = App(seed, step_messages).run()
         records.append(record)
         steps.append(walked)
     return records, steps
@@ -325,3 +327,16 @@ def test_replay_gate_passes_the_frontier_and_fails_a_wrong_policy(app_mined: Any
     assert bye.per_node["goodbye"].accuracy == 1.0
     assert bye.per_node["ask_order_id"].accuracy == 0.0
     assert any("a reply of `goodbye`" in f[3] for f in bye.failures)
+
+
+def test_without_step_messages_replies_are_clustered_into_the_same_steps() -> None:
+    """The same app with no per-step system message: the miner has only the replies' words."""
+    records, steps = run_app(400, step_messages=False)
+    traces = traces_from_records(records)
+    truth = {t.id: s for t, s in zip(traces, steps, strict=True)}
+    train, held_out = holdout_split(traces, 0.2, seed=0)
+    mined = mine(train)
+    assert mined.split.step_lines == {}
+    rec = step_recovery(mined.turn_nodes, [truth[t.id] for t in train])
+    assert rec.share >= 0.9 and rec.extra_share <= 0.1, rec.mapping
+    assert fitness(mined, held_out).share >= 0.95

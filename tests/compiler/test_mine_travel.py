@@ -25,6 +25,25 @@ from compiler.render import render_offline
 CHART = Path(__file__).resolve().parents[2] / "configs" / "workflows" / "travel-booking.yaml"
 
 
+# Two more phrasings for every agent node: a frontier does not repeat itself word for word.
+PARAPHRASES: dict[str, list[str]] = {
+    "ask_trip": ["Hello and welcome to Skyway Travel! Where are you flying from and to, which date, how many passengers?",
+                 "Welcome! Tell me where you are flying from and to, on which date, and how many passengers travel."],
+    "offer_flight": ["Flight {flight} from {origin} to {city} on {date} costs {price} EUR per person. Book it for {passengers}?",
+                     "I have flight {flight}, {origin} to {city} on {date}, {price} EUR per person. Shall I book it?"],
+    "no_flights": ["I'm sorry, I found no flight from {origin} to {city} on {date}. Shall we search again?",
+                   "Unfortunately there is no flight from {origin} to {city} on {date}. Search again with other details?"],
+    "payment_failed": ["Sorry, the payment for flight {flight} was declined. Try again, or talk to a colleague?",
+                       "The card payment for {flight} was declined. Should I try again or pass you to a colleague?"],
+    "booked": ["Done! Flight {flight} is booked, your reference is {booking_ref}. Enjoy {city}!",
+               "Your booking of flight {flight} is confirmed, reference {booking_ref}. Have a great trip!"],
+    "goodbye": ["No problem, I have not booked anything. Thank you for contacting Skyway Travel, goodbye!",
+                "Alright, nothing has been booked. Thanks for contacting Skyway Travel, goodbye!"],
+    "handover": ["I am transferring you to a colleague, please stay in the chat, they will be with you shortly.",
+                 "Let me transfer you to a colleague now. Please stay in the chat."],
+}
+
+
 def traffic(fc: Flowchart, n: int, seed: int = 0) -> tuple[list[dict[str, Any]], list[list[str]]]:
     paths = enumerate_paths(fc, max_loops=1).paths
     rng = random.Random(seed)
@@ -49,7 +68,7 @@ def mine_travel(fc: Flowchart, n: int = 300) -> tuple[Any, Any, Any]:
 def test_travel_booking_is_recovered_from_its_traffic() -> None:
     fc = from_dict(yaml.safe_load(CHART.read_text(encoding="utf-8")))
     mined, rec, fit = mine_travel(fc)
-    # 9 agent steps: 5 replies, 2 tools, and the 3 spoken terminals minus the silent start... counted from the traffic.
+    # 9 agent steps: 4 replies, 2 tool calls, 3 spoken terminals (start and the 5 decisions are silent).
     assert rec.true_steps == 9
     assert rec.share >= 0.9 and rec.extra_share <= 0.1, rec.mapping
     assert fit.share >= 0.95, fit.misfits[:5]
@@ -65,27 +84,14 @@ def test_travel_booking_is_recovered_from_its_traffic() -> None:
         render_offline(mined_fc, path, seed=0)
 
 
+def paraphrased(fc: Flowchart) -> Flowchart:
+    nodes = {nid: dataclasses.replace(n, say=(*n.say, *PARAPHRASES.get(nid, []))) for nid, n in fc.nodes.items()}
+    return dataclasses.replace(fc, nodes=nodes)
+
+
 def test_paraphrased_replies_are_still_one_step_each() -> None:
-    """A frontier does not repeat itself word for word: give every agent node three phrasings."""
+    """A frontier does not repeat itself word for word: every agent node has three phrasings."""
     fc = from_dict(yaml.safe_load(CHART.read_text(encoding="utf-8")))
-    extra = {
-        "ask_trip": ["Hello and welcome to Skyway Travel! Where are you flying from and to, which date, how many passengers?",
-                     "Welcome! Tell me where you are flying from and to, on which date, and how many passengers travel."],
-        "offer_flight": ["Flight {flight} from {origin} to {city} on {date} costs {price} EUR per person. Book it for {passengers}?",
-                         "I have flight {flight}, {origin} to {city} on {date}, {price} EUR per person. Shall I book it?"],
-        "no_flights": ["I'm sorry, I found no flight from {origin} to {city} on {date}. Shall we search again?",
-                       "Unfortunately there is no flight from {origin} to {city} on {date}. Search again with other details?"],
-        "payment_failed": ["Sorry, the payment for flight {flight} was declined. Try again, or talk to a colleague?",
-                           "The card payment for {flight} was declined. Should I try again or pass you to a colleague?"],
-        "booked": ["Done! Flight {flight} is booked, your reference is {booking_ref}. Enjoy {city}!",
-                   "Your booking of flight {flight} is confirmed, reference {booking_ref}. Have a great trip!"],
-        "goodbye": ["No problem, I have not booked anything. Thank you for contacting Skyway Travel, goodbye!",
-                    "Alright, nothing has been booked. Thanks for contacting Skyway Travel, goodbye!"],
-        "handover": ["I am transferring you to a colleague, please stay in the chat, they will be with you shortly.",
-                     "Let me transfer you to a colleague now. Please stay in the chat."],
-    }
-    nodes = {nid: dataclasses.replace(n, say=(*n.say, *extra.get(nid, []))) for nid, n in fc.nodes.items()}
-    varied = dataclasses.replace(fc, nodes=nodes)
-    mined, rec, fit = mine_travel(varied, n=400)
+    mined, rec, fit = mine_travel(paraphrased(fc), n=400)
     assert rec.share >= 0.9 and rec.extra_share <= 0.1, rec.mapping
     assert fit.share >= 0.95, fit.misfits[:5]
