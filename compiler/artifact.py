@@ -46,7 +46,47 @@ class Manifest:
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     system_prompt: str = ""
     tools: list[dict[str, Any]] = field(default_factory=list)
+    # vLLM's `--tool-call-parser` for the template's tool-call format (None: the workflow calls no tools)
+    tool_call_parser: str | None = None
+    end_of_turn: str = ""
     format: str = "tiergate-compiled/1"
+
+
+def tool_call_parser(tokenizer: Any) -> str | None:
+    """The serving parser the artifact's template needs, or None when its template renders no tool calls."""
+    from .toolcalls import tool_format_of, vllm_parser
+
+    fmt = tool_format_of(tokenizer.chat_template)
+    return vllm_parser(fmt) if fmt else None
+
+
+def check_tool_roundtrip(folder: str | Path) -> str | None:
+    """Before a canary (and at write time): the artifact's template renders a call its parser reads back.
+
+        check_tool_roundtrip("build/travel/artifact")   # "hermes", or raises ToolFormatError
+
+    Returns the vLLM parser name, None for a workflow without tools; raises ``ToolFormatError`` otherwise.
+    """
+    from transformers import AutoTokenizer
+
+    from .toolcalls import roundtrip_check, tool_format_of
+
+    path = Path(folder)
+    tools: list[dict[str, Any]] = []
+    if (path / MANIFEST).is_file():
+        tools = list(json.loads((path / MANIFEST).read_text()).get("tools") or [])
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    fmt = tool_format_of(tokenizer.chat_template)
+    if fmt is None:
+        if tools:
+            from .toolcalls import ToolFormatError
+
+            raise ToolFormatError(
+                f"`{path}` has tools but its chat template renders no tool calls tiergate parses; recompile with a "
+                "template that renders Hermes `<tool_call>` blocks."
+            )
+        return None
+    return roundtrip_check(tokenizer, tools, fmt)
 
 
 def write_artifact(model_dir: str | Path, out_dir: str | Path, manifest: Manifest, report: EvalReport) -> Path:
@@ -62,6 +102,11 @@ def write_artifact(model_dir: str | Path, out_dir: str | Path, manifest: Manifes
         shutil.rmtree(tmp)
     shutil.copytree(src, tmp)
     (tmp / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2, default=str))
+    try:
+        check_tool_roundtrip(tmp)  # what is written is what serves: refuse an artifact whose calls cannot be read
+    except ValueError:
+        shutil.rmtree(tmp)
+        raise
     (tmp / "eval-report.md").write_text(report_markdown(report, f"Eval gate for `{manifest.workflow}`"))
     if out.exists():
         shutil.rmtree(out)

@@ -46,6 +46,57 @@ def check_base_model(spec: str, lora: bool = False) -> None:
         )
 
 
+def _source(spec: str) -> str:
+    return str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
+
+
+def load_tokenizer(spec: str, conversations: Iterable[Mapping[str, Any]] = (), vocab_size: int = 1024) -> Any:
+    """The tokenizer a compile trains with, its chat template resolved (the base's own, or built from its
+    own special tokens, or a refusal naming what to add); scratch tokenizers are trained on ``conversations``.
+    """
+    if is_scratch(spec):
+        from .scratch import train_tokenizer
+
+        return train_tokenizer(conversations, vocab_size=vocab_size)
+    from transformers import AutoTokenizer
+
+    from .templates import resolve_chat_template
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(_source(spec))
+    except OSError as exc:
+        raise BaseModelError(
+            f"cannot load the tokenizer of base model `{spec}` ({exc}); give a local folder or a hub id reachable "
+            "from here."
+        ) from None
+    tokenizer.chat_template = resolve_chat_template(tokenizer, spec)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(spec: str, tokenizer: Any, seed: int = 0, dtype: Any = None) -> Any:
+    """The model to fine-tune, created after the training config so ZeRO-3 / FSDP low-memory init applies.
+
+    ``dtype`` None keeps float32 (mixed precision then trains with fp32 master weights).
+    """
+    if is_scratch(spec):
+        from .scratch import build_model
+
+        return build_model(spec, tokenizer, seed=seed)
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model: Any = AutoModelForCausalLM.from_pretrained(_source(spec), dtype=dtype or "float32")
+    except OSError as exc:
+        raise BaseModelError(
+            f"cannot load base model `{spec}` ({exc}); give a local folder or a hub id reachable from here."
+        ) from None
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
 def load_base(
     spec: str,
     conversations: Iterable[Mapping[str, Any]] = (),
@@ -53,30 +104,19 @@ def load_base(
     lora: bool = False,
     seed: int = 0,
 ) -> tuple[Any, Any]:
-    """Model and tokenizer to fine-tune; scratch tokenizers are trained on ``conversations``."""
+    """Model and tokenizer to fine-tune, in one call (training itself loads them apart, see ``load_model``)."""
     check_base_model(spec, lora=lora)
-    if is_scratch(spec):
-        from .scratch import build_model, train_tokenizer
+    tokenizer = load_tokenizer(spec, conversations, vocab_size)
+    return load_model(spec, tokenizer, seed=seed), tokenizer
 
-        tokenizer = train_tokenizer(conversations, vocab_size=vocab_size)
-        return build_model(spec, tokenizer, seed=seed), tokenizer
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source)
-    except OSError as exc:
-        raise BaseModelError(
-            f"cannot load base model `{spec}` ({exc}); give a local folder or a hub id reachable from here."
-        ) from None
-    if tokenizer.chat_template is None:
-        from .templates import SCRATCH_TEMPLATE
+def accelerator() -> tuple[str, Any]:
+    """Where the gate and the built-in server run: the GPU in bf16 when there is one, else the CPU in fp32."""
+    import torch
 
-        tokenizer.chat_template = SCRATCH_TEMPLATE
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return "cpu", torch.float32
 
 
 def load_trained(folder: str | Path) -> tuple[Any, Any]:
@@ -86,7 +126,9 @@ def load_trained(folder: str | Path) -> tuple[Any, Any]:
     path = Path(folder)
     if not (path / "config.json").is_file():
         raise BaseModelError(f"`{path}` is not a model folder (no config.json); pass a compiled artifact folder.")
+    device, dtype = accelerator()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path))
+    model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    model = model.to(device)
     model.eval()
     return model, tokenizer

@@ -80,6 +80,8 @@ def register(app: typer.Typer) -> None:
             result = compile_workflow(flowchart, out, cfg, echo=typer.echo)
         except (ValueError, FileNotFoundError) as exc:
             _fail(str(exc))
+        if not result.main_process:  # another rank of `accelerate launch`: the main process reports
+            return
         m = result.metrics
         typer.echo(
             f"node accuracy {m['node_accuracy']:.3f}, success {m['success_rate']:.3f}, "

@@ -1,5 +1,9 @@
 """python -m compiler.pipeline FLOWCHART --out DIR [--config configs/compile.yaml] [--set train.max_steps=600]
 
+On many GPUs: ``accelerate launch --config_file configs/accelerate/fsdp.yaml -m compiler.pipeline ...``
+(or ``tiergate compile`` under ``accelerate launch``; docs/compile.md). The main process renders the
+data and, after every rank trained, evaluates and writes the artifact.
+
 The whole compile: flowchart -> paths -> conversations -> split -> train -> eval -> artifact. Each stage
 writes its output with a metadata JSON beside it, which later stages (and people) read back:
 
@@ -46,6 +50,7 @@ class CompileResult:
     train: dict[str, Any]
     stages: dict[str, float] = field(default_factory=dict)
     config_hash: str = ""
+    main_process: bool = True  # False on the other ranks of `accelerate launch`: they train and stop there
 
 
 def _write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -142,12 +147,12 @@ def build_data(fc: Any, cfg: CompileConfig, out: Path, echo: Callable[[str], Non
 
 
 def count_tokens(tokenizer: Any, rows: Sequence[Mapping[str, Any]]) -> int:
-    from .train import normalise_row
+    from .templates import chat_messages
 
     total = 0
     for r in rows:
-        n = normalise_row(r)
-        ids = tokenizer.apply_chat_template(n["messages"], tools=json.loads(n["tools"]) or None, tokenize=True,
+        messages, tools = chat_messages(r)
+        ids = tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=True,
                                             return_dict=True)["input_ids"]
         total += len(ids)
     return total
@@ -160,7 +165,7 @@ def compile_workflow(
     echo: Callable[[str], None] = print,
 ) -> CompileResult:
     """Run every stage; the artifact is written only if the gate passes (``CompileResult.passed``)."""
-    from .artifact import Manifest, write_artifact, write_gate_failure
+    from .artifact import Manifest, tool_call_parser, write_artifact, write_gate_failure
     from .base_model import check_base_model
     from .flowchart import check
     from .formats import load_flowchart
@@ -172,10 +177,19 @@ def compile_workflow(
     stages: dict[str, float] = {}
     t = time.monotonic()
     fc = check(load_flowchart(flowchart))
-    meta = build_data(fc, cfg, out, echo)
-    stages["data"] = round(time.monotonic() - t, 2)
 
+    from accelerate import PartialState
     from transformers.utils import logging as hf_logging
+
+    # one process, or every rank of `accelerate launch` / torchrun: the main one renders the data and, after
+    # training on all ranks, evaluates and writes the artifact; the others wait here and stop after training
+    state = PartialState()
+    if state.is_main_process:
+        meta = build_data(fc, cfg, out, echo)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        meta = json.loads((out / "data" / "meta.json").read_text())
+    stages["data"] = round(time.monotonic() - t, 2)
 
     hf_logging.disable_progress_bar()
     from .train import read_jsonl, train
@@ -184,6 +198,13 @@ def compile_workflow(
     train_rows = read_jsonl(out / "data" / "train.jsonl")
     result = train(train_rows, read_jsonl(out / "data" / "heldout.jsonl"), out / "run", cfg.train, echo=echo)
     stages["train"] = round(time.monotonic() - t, 2)
+    if not state.is_main_process:
+        return CompileResult(
+            workflow=fc.name, out_dir=str(out), passed=False, artifact=None, report="",
+            reasons=[f"rank {state.process_index} trains only; the main process evaluates and writes the artifact"],
+            metrics={}, data=meta, train={k: v for k, v in asdict(result).items() if k != "losses"},
+            stages=stages, config_hash=cfg.config_hash(), main_process=False,
+        )
 
     from .base_model import load_trained
     from .evaluate import evaluate, write_report
@@ -208,6 +229,8 @@ def compile_workflow(
         config_hash=cfg.config_hash(),
         system_prompt=fc.system_prompt,
         tools=[dict(x) for x in fc.tools],
+        tool_call_parser=tool_call_parser(tok),
+        end_of_turn=result.end_of_turn,
     )
     t = time.monotonic()
     artifact: Path | None = None
@@ -259,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not result.main_process:  # another rank of `accelerate launch`: the main process reports
+        return 0
     print(json.dumps({"passed": result.passed, "metrics": result.metrics, "stages": result.stages}, indent=2))
     return 0 if result.passed else 1
 

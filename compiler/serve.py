@@ -1,8 +1,9 @@
 """python -m compiler.serve DIR [--host 127.0.0.1] [--port 8100]   (also: tiergate serve-model DIR)
 
 Serves a compiled artifact over the OpenAI chat API so the gateway routes to it with no code change.
-With vLLM installed and a GPU present it hands over to ``vllm serve``; otherwise a built-in FastAPI +
-transformers server runs on CPU: ``POST /v1/chat/completions`` (stream and not, tool calls),
+With vLLM installed and a GPU present it hands over to ``vllm serve`` (``vllm_command``: the artifact's
+tool-call parser, greedy defaults); otherwise a built-in FastAPI + transformers server runs (on the GPU in
+bf16 when there is one, else the CPU), parsing tool calls with the parser of ``compiler.toolcalls``: ``POST /v1/chat/completions`` (stream and not, tool calls),
 ``GET /v1/models``, ``GET /healthz``.
 
 Decoding is greedy whatever ``temperature`` says: a compiled workflow model is deterministic by design
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifact import MANIFEST, resolve_artifact
-from .toolcalls import CALL_OPEN
+from .toolcalls import CALL_OPEN, parse_assistant_text
 
 DEFAULT_PORT = 8100
 
@@ -47,9 +48,25 @@ def vllm_available() -> bool:
         return False
 
 
-def vllm_command(model_dir: Path, host: str, port: int, name: str) -> list[str]:
-    return ["vllm", "serve", str(model_dir), "--host", host, "--port", str(port), "--served-model-name", name,
-            "--generation-config", "vllm"]
+def vllm_command(model_dir: Path, host: str, port: int, name: str, manifest: dict[str, Any] | None = None,
+                 dtype: str = "bfloat16") -> list[str]:
+    """The ``vllm serve`` line for an artifact.
+
+    - ``--enable-auto-tool-choice --tool-call-parser`` from the manifest: without them vLLM answers HTTP 400
+      to any request with ``tools``; the parser is the one the round-trip check ran with.
+    - ``--generation-config auto`` reads the artifact's ``generation_config.json`` (written at training: its
+      end-of-turn stop ids, no sampling defaults), and ``--override-generation-config`` makes temperature 0
+      the default, so a request that sets nothing is decoded greedily, as the gate measured. A client that
+      sends its own temperature still gets it; ``vllm`` (the old choice here) ignored the stop ids as well.
+    - ``--dtype bfloat16``: the gate runs on GPU in bf16 (``base_model.accelerator``).
+    """
+    cmd = ["vllm", "serve", str(model_dir), "--host", host, "--port", str(port), "--served-model-name", name,
+           "--dtype", dtype, "--generation-config", "auto",
+           "--override-generation-config", json.dumps({"temperature": 0.0})]
+    parser = (manifest or {}).get("tool_call_parser")
+    if parser:
+        cmd += ["--enable-auto-tool-choice", "--tool-call-parser", str(parser)]
+    return cmd
 
 
 class ChatEngine:
@@ -114,12 +131,6 @@ class ChatEngine:
                 yield text[len(sent):]
 
 
-def _tool_calls_of(text: str) -> dict[str, Any]:
-    from .toolcalls import parse_assistant_text
-
-    return parse_assistant_text(text, ["<|end|>"])
-
-
 def create_app(model_dir: str | Path) -> Any:
     """The CPU server's FastAPI app (the model loads here, not at import time).
 
@@ -169,7 +180,7 @@ def create_app(model_dir: str | Path) -> Any:
         usage: dict[str, int] = {}
 
         def finish(text: str) -> tuple[dict[str, Any], str]:
-            msg = _tool_calls_of(text)
+            msg = parse_assistant_text(text, engine.policy.end_tokens)
             if msg.get("tool_calls"):
                 return msg, "tool_calls"
             return msg, "stop" if usage.get("finished", 1) else "length"
@@ -197,19 +208,25 @@ def create_app(model_dir: str | Path) -> Any:
         async def events() -> Any:
             yield chunk({"role": "assistant", "content": ""})
             text = ""
+            sent = 0  # characters of `text` streamed as content
             in_call = False
             async for delta in iterate_in_threadpool(engine.stream_text(msgs, tools, limit, usage)):
                 text += delta
                 if in_call:
                     continue
-                if CALL_OPEN in text:  # from here on it is a tool call: sent whole at the end
-                    head = delta.split(CALL_OPEN, 1)[0]
+                if CALL_OPEN in text:  # from here on it is a tool call: sent whole, parsed, at the end
+                    head = text[sent:text.index(CALL_OPEN)]
                     if head.strip():
                         yield chunk({"content": head})
                     in_call = True
                     continue
-                if delta:
-                    yield chunk({"content": delta.replace("<|end|>", "")})
+                # hold back a tail that may be the start of `<tool_call>` split over several tokens
+                keep = next((k for k in range(len(CALL_OPEN) - 1, 0, -1) if text.endswith(CALL_OPEN[:k])), 0)
+                if len(text) - keep > sent:
+                    yield chunk({"content": text[sent:len(text) - keep]})
+                    sent = len(text) - keep
+            if not in_call and len(text) > sent:
+                yield chunk({"content": text[sent:]})
             msg, reason = finish(text)
             for i, call in enumerate(msg.get("tool_calls") or []):
                 yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
@@ -235,10 +252,8 @@ def serve_model(model_dir: str | Path, host: str = "127.0.0.1", port: int = DEFA
     if backend == "vllm" or (backend == "auto" and vllm_available()):
         if not vllm_available():
             raise ServeError("backend `vllm` needs vLLM installed and a CUDA GPU; use `--backend cpu`.")
-        name = folder.name
-        if (folder / MANIFEST).is_file():
-            name = json.loads((folder / MANIFEST).read_text()).get("workflow") or name
-        cmd = vllm_command(folder, host, port, name)
+        manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
+        cmd = vllm_command(folder, host, port, manifest.get("workflow") or folder.name, manifest)
         os.execvp(cmd[0], cmd)
     import uvicorn
 

@@ -74,15 +74,9 @@ def canonical_args(arguments: Any) -> Any:
 
 def tool_calls_equal(got: Message, expected: Message) -> bool:
     """Exact in name and arguments (argument order and JSON spacing do not matter)."""
-    a = got.get("tool_calls") or []
-    b = expected.get("tool_calls") or []
-    if len(a) != len(b):
-        return False
-    return all(
-        x["function"]["name"] == y["function"]["name"]
-        and canonical_args(x["function"].get("arguments")) == canonical_args(y["function"].get("arguments"))
-        for x, y in zip(a, b, strict=True)
-    )
+    from .toolcalls import calls_match
+
+    return calls_match(got, expected)
 
 
 def default_matcher(fc: Any, message: Mapping[str, Any], slots: Mapping[str, str]) -> str | None:
@@ -192,6 +186,19 @@ def _cache_argument(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Token ids that end a turn: the generation config's eos ids (the template's end of turn, written at
+    training time) and the tokenizer's eos, the same set vLLM stops on."""
+    ids: set[int] = set()
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (eos, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return ids
+
+
 class ModelPolicy:
     """Greedy decoding with a transformers causal LM through its chat template (eval is deterministic)."""
 
@@ -200,6 +207,9 @@ class ModelPolicy:
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.model.eval()
+        self.stop_ids = stop_token_ids(model, tokenizer)
+        # the end token and other specials are cut from the text the parser reads, as vLLM does
+        self.end_tokens = [tokenizer.convert_ids_to_tokens(i) for i in sorted(self.stop_ids)]
 
     def prompt_ids(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> list[int]:
         out = self.tokenizer.apply_chat_template(
@@ -214,19 +224,19 @@ class ModelPolicy:
         limit = getattr(self.model.config, "max_position_embeddings", 2048)
         budget = max_new_tokens or self.max_new_tokens
         ids = ids[-max(1, limit - budget):]
-        eos = self.tokenizer.eos_token_id
         cache_arg = _cache_argument(self.model)
+        device = getattr(self.model, "device", "cpu")
         with torch.inference_mode():
-            inp = torch.tensor([ids], dtype=torch.long)
+            inp = torch.tensor([ids], dtype=torch.long, device=device)
             past = None
             for _ in range(budget):
                 res = self.model(input_ids=inp, use_cache=True, **{cache_arg: past})
                 past = getattr(res, cache_arg)
                 nxt = int(res.logits[0, -1].argmax())
-                if nxt == eos:
+                if nxt in self.stop_ids:
                     return
                 yield nxt
-                inp = torch.tensor([[nxt]], dtype=torch.long)
+                inp = torch.tensor([[nxt]], dtype=torch.long, device=device)
 
     def complete_text(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]],
                       max_new_tokens: int | None = None) -> tuple[str, int, int]:
@@ -238,7 +248,7 @@ class ModelPolicy:
         from .toolcalls import parse_assistant_text
 
         text, _, _ = self.complete_text(messages, tools)
-        return parse_assistant_text(text, [self.tokenizer.eos_token or ""])
+        return parse_assistant_text(text, self.end_tokens)
 
 
 class LiteLLMPolicy:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
@@ -123,3 +123,56 @@ def vllm_parser(tool_format: str) -> str:
         raise ToolFormatError(
             f"tool-call format `{tool_format}` has no parser here; compiled models use {sorted(VLLM_PARSERS)}."
         ) from None
+
+
+_SAMPLE = {"string": "Zürich \"old town\"", "integer": 2, "number": 2.5, "boolean": True, "array": ["a", 1],
+           "object": {"k": "v"}}
+
+
+def _probe_call(tools: Sequence[Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """A call to the workflow's first tool with a value of each parameter's type (quotes and non-ASCII
+    included, where escaping goes wrong), or to a probe tool when the workflow has none."""
+    for t in tools:
+        f = t.get("function", t)
+        props = (f.get("parameters") or {}).get("properties") or {}
+        return str(f.get("name", "probe")), {k: _SAMPLE.get(str(v.get("type", "string")), "x")
+                                             for k, v in props.items()}
+    return "probe", {"city": _SAMPLE["string"], "days": 2}
+
+
+def roundtrip_check(tokenizer: Any, tools: Sequence[Mapping[str, Any]] = (), tool_format: str = HERMES) -> str:
+    """Render a tool call with ``tokenizer``'s chat template, decode it as a server would, parse it with the
+    serving parser and compare; returns vLLM's ``--tool-call-parser`` name, raises ``ToolFormatError``.
+
+    Run at artifact write time and before a canary: a model whose calls the server cannot read would
+    score as a wrong answer on every tool turn of live traffic.
+    """
+    from .templates import TemplateError, assistant_spans, end_of_turn
+
+    parser = vllm_parser(tool_format)
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in (CALL_OPEN, CALL_CLOSE) if t not in vocab]
+    if missing:  # vLLM's hermes parser locates calls by these token ids
+        raise ToolFormatError(
+            f"{', '.join(f'`{t}`' for t in missing)} is not a single token of the vocabulary; vLLM's `{parser}` "
+            "parser needs both as tokens: add them to the tokenizer (`add_tokens`) before training."
+        )
+    name, args = _probe_call(tools)
+    call = {"id": "call_probe", "type": "function", "function": {"name": name, "arguments": args}}
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "probe"},
+                                      {"role": "assistant", "content": None, "tool_calls": [call]}]
+    try:
+        eot = end_of_turn(tokenizer)
+        text, spans = assistant_spans(tokenizer, messages, list(tools), eot)
+    except (TemplateError, ValueError, TypeError) as exc:
+        raise ToolFormatError(f"the chat template cannot render a tool call: {exc}") from None
+    a, b = spans[0]
+    ids = tokenizer(text[a:b], add_special_tokens=False)["input_ids"]
+    decoded = tokenizer.decode(ids, skip_special_tokens=False)
+    got = parse_assistant_text(decoded, [eot])
+    if not calls_match(got, {"tool_calls": [call]}):
+        raise ToolFormatError(
+            f"tool-call round trip failed: the template renders `{text[a:b][:200]}`, the `{parser}` parser reads "
+            f"{json.dumps(got.get('tool_calls'), ensure_ascii=False)[:200]}; the template and the parser disagree."
+        )
+    return parser

@@ -1,7 +1,13 @@
 """python -m compiler.train --train DATA/train.jsonl --eval DATA/eval.jsonl --out RUN [--set train.max_steps=300]
 
-Full-parameter supervised fine-tune with TRL's SFTTrainer: loss on assistant turns only (the
-template's ``{% generation %}`` blocks), best checkpoint by held-out loss, bf16 when CUDA is there.
+Full-parameter supervised fine-tune with TRL's SFTTrainer, in the base model's own chat template: loss
+on assistant turns only, from a mask computed by rendering (``compiler.templates``; no ``{% generation %}``
+markers needed), best checkpoint by held-out loss. Hyperparameters follow the base (``hyperparameters``):
+scratch models a high rate, pretrained ones a fine-tuning rate, checkpointing and bf16 on GPU.
+
+Under ``accelerate launch`` (FSDP, DeepSpeed ZeRO-3; see docs/compile.md) every rank trains; the main
+process alone writes the run folder's files, and the model is created after the training config so
+ZeRO-3 / FSDP low-memory init applies.
 Progress (step, loss, tokens/s, ETA) goes to the console and to ``RUN/progress.json``, rewritten
 atomically so another process (the gateway's job view) can poll it. A rerun on the same ``RUN``
 resumes from the last checkpoint, tokenizer included, so a crashed job loses at most ``eval_steps``.
@@ -25,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .base_model import check_base_model, load_base
+from .base_model import check_base_model
 from .config import TrainConfig, load_compile_config
 
 
@@ -49,6 +55,43 @@ class TrainResult:
     losses: list[dict[str, float]] = field(default_factory=list)
     device: str = "cpu"
     bf16: bool = False
+    learning_rate: float = 0.0
+    gradient_checkpointing: bool = False
+    end_of_turn: str = ""
+    world_size: int = 1
+
+
+SCRATCH_LEARNING_RATE = TrainConfig().learning_rate
+# Full fine-tuning of a pretrained 0.5-7B instruct model: 1e-5 is the usual peak (TRL's SFT default is 2e-5);
+# the scratch rate (5e-3) would wreck its weights in a few steps.
+FINETUNE_LEARNING_RATE = 1e-5
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """What training runs with, after the per-base defaults were applied."""
+
+    learning_rate: float
+    gradient_checkpointing: bool
+    bf16: bool
+
+
+def hyperparameters(cfg: TrainConfig, cuda: bool, bf16_ok: bool = True, fsdp: bool = False) -> Hyperparameters:
+    """Per-base defaults: scratch keeps the config's high rate and no checkpointing (tiny models, fast steps);
+    a pretrained base gets ``FINETUNE_LEARNING_RATE`` unless a rate other than the scratch default was set,
+    and on GPU bf16 plus gradient checkpointing (FSDP checkpoints through its own config instead).
+
+        hyperparameters(TrainConfig(base_model="/models/qwen"), cuda=True)
+        # Hyperparameters(learning_rate=1e-05, gradient_checkpointing=True, bf16=True)
+    """
+    from .base_model import is_scratch
+
+    scratch = is_scratch(cfg.base_model)
+    lr = cfg.learning_rate
+    if not scratch and lr == SCRATCH_LEARNING_RATE:
+        lr = FINETUNE_LEARNING_RATE
+    bf16 = (cuda and bf16_ok) if cfg.bf16 is None else bool(cfg.bf16)
+    return Hyperparameters(learning_rate=lr, gradient_checkpointing=cuda and not scratch and not fsdp, bf16=bf16)
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
@@ -68,40 +111,50 @@ def read_progress(run_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def normalise_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One conversation with a fixed message shape, so Arrow infers one schema for the whole set.
+def tokenize_rows(tokenizer: Any, rows: Sequence[Mapping[str, Any]], eot: str, label: str) -> dict[str, list[Any]]:
+    """Pre-tokenized ``input_ids`` + ``assistant_masks`` for TRL, each mask checked (``check_mask``)."""
+    from .templates import chat_messages, check_mask, tokenize_conversation
 
-    Tools are stored as a JSON string (TRL parses it back) because tool schemas differ in shape.
+    eot_id = tokenizer.convert_tokens_to_ids(eot)
+    ids_col, mask_col = [], []
+    for n, row in enumerate(rows):
+        messages, tools = chat_messages(row)
+        ids, mask = tokenize_conversation(tokenizer, messages, tools, eot)
+        check_mask(ids, mask, eot_id, f"{label} conversation {n}")
+        ids_col.append(ids)
+        mask_col.append(mask)
+    return {"input_ids": ids_col, "assistant_masks": mask_col}
+
+
+def greedy_generation_config(model: Any, tokenizer: Any, eot: str) -> Any:
+    """What the artifact's ``generation_config.json`` says: stop on the template's end of turn (and the
+    tokenizer's eos), decode greedily. The base's sampling defaults (Qwen instruct: temperature 0.7,
+    repetition penalty 1.05) are dropped on purpose: vLLM would apply them, and the gate measured greedy.
     """
-    messages = []
-    for m in row["messages"]:
-        calls = None
-        if m.get("tool_calls"):
-            calls = []
-            for c in m["tool_calls"]:
-                args = c["function"].get("arguments", "")
-                calls.append(
-                    {
-                        "id": str(c.get("id", "")),
-                        "type": "function",
-                        "function": {
-                            "name": c["function"]["name"],
-                            "arguments": args if isinstance(args, str) else json.dumps(args),
-                        },
-                    }
-                )
-        content = m.get("content")
-        if isinstance(content, list):  # OpenAI content parts: keep the text
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        messages.append(
-            {
-                "role": m["role"],
-                "content": content,
-                "tool_calls": calls,
-                "tool_call_id": m.get("tool_call_id"),
-            }
-        )
-    return {"messages": messages, "tools": json.dumps(row.get("tools") or [])}
+    from transformers import GenerationConfig
+
+    eos = [tokenizer.convert_tokens_to_ids(eot)]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
+        eos.append(tokenizer.eos_token_id)
+    return GenerationConfig(
+        bos_token_id=getattr(model.config, "bos_token_id", None),
+        eos_token_id=eos if len(eos) > 1 else eos[0],
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
+
+
+def model_positions(spec: str, default: int) -> int:
+    """The base's context length, read before the model exists (ZeRO-3 / FSDP create it afterwards)."""
+    from .base_model import _source, is_scratch
+
+    if is_scratch(spec):
+        from .scratch import parse_spec
+
+        return parse_spec(spec).max_positions
+    from transformers import AutoConfig
+
+    return int(getattr(AutoConfig.from_pretrained(_source(spec)), "max_position_embeddings", default) or default)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -118,7 +171,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+def last_complete_checkpoint(ckpt_dir: Path, remove_partial: bool = True) -> str | None:
     """The newest checkpoint that was fully written; a kill during a save leaves a partial one behind.
 
     transformers' ``get_last_checkpoint`` takes the highest-numbered folder even when it holds no
@@ -134,7 +187,8 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
     for _, d in sorted(found, reverse=True):
         if (d / "trainer_state.json").is_file() and any(d.glob("*.safetensors")):
             return str(d)
-        shutil.rmtree(d, ignore_errors=True)
+        if remove_partial:
+            shutil.rmtree(d, ignore_errors=True)
     return None
 
 
@@ -147,7 +201,8 @@ def data_fingerprint(rows: Sequence[Mapping[str, Any]], cfg: TrainConfig) -> str
     return h.hexdigest()
 
 
-def _make_callback(run_dir: Path, max_steps: int, echo: Callable[[str], None], on_log: list[dict[str, float]]) -> Any:
+def _make_callback(run_dir: Path, max_steps: int, echo: Callable[[str], None], on_log: list[dict[str, float]],
+                   write: bool = True) -> Any:
     from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):  # type: ignore[misc]
@@ -188,7 +243,8 @@ def _make_callback(run_dir: Path, max_steps: int, echo: Callable[[str], None], o
             self.t0 = time.monotonic()
             self.step0 = state.global_step
             self.tok0 = int(state.num_input_tokens_seen or 0)
-            write_json_atomic(run_dir / "progress.json", self._snapshot(state, "running"))
+            if write:
+                write_json_atomic(run_dir / "progress.json", self._snapshot(state, "running"))
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
             logs = logs or {}
@@ -200,7 +256,8 @@ def _make_callback(run_dir: Path, max_steps: int, echo: Callable[[str], None], o
             if "loss" in logs or "eval_loss" in logs:
                 on_log.append({k: float(v) for k, v in logs.items() if isinstance(v, int | float)} | {
                     "step": float(state.global_step)})
-            write_json_atomic(run_dir / "progress.json", snap)
+            if write:
+                write_json_atomic(run_dir / "progress.json", snap)
             eta = f"{snap['eta_s']:.0f}s" if snap["eta_s"] is not None else "?"
             parts = [f"step {state.global_step}/{max_steps}"]
             if "loss" in logs:
@@ -211,7 +268,8 @@ def _make_callback(run_dir: Path, max_steps: int, echo: Callable[[str], None], o
             echo("  ".join(parts))
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            write_json_atomic(run_dir / "progress.json", self._snapshot(state, "finished"))
+            if write:
+                write_json_atomic(run_dir / "progress.json", self._snapshot(state, "finished"))
 
     return ProgressCallback()
 
@@ -223,7 +281,10 @@ def train(
     cfg: TrainConfig | None = None,
     echo: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Fine-tune ``cfg.base_model`` on ``train_rows``; best-by-held-out-loss weights land in ``RUN/model``."""
+    """Fine-tune ``cfg.base_model`` on ``train_rows``; best-by-held-out-loss weights land in ``RUN/model``.
+
+    Every rank of a distributed launch calls this; only the main process writes the run folder's files.
+    """
     cfg = cfg or TrainConfig()
     check_base_model(cfg.base_model, lora=cfg.lora)
     if not train_rows:
@@ -233,10 +294,15 @@ def train(
 
     import datasets
     import torch
+    from accelerate import PartialState
     from datasets import Dataset
-    from transformers import PrinterCallback
+    from transformers import AutoTokenizer, PrinterCallback
     from transformers.utils import logging as hf_logging
     from trl import SFTConfig, SFTTrainer
+
+    from .base_model import load_model, load_tokenizer
+    from .templates import end_of_turn
+    from .toolcalls import tool_format_of
 
     # our progress line replaces the per-step dict printing and the progress bars
     datasets.disable_progress_bars()
@@ -247,44 +313,22 @@ def train(
     run = Path(run_dir)
     ckpt_dir = run / "checkpoints"
     tok_dir = run / "tokenizer"
-    fingerprint = data_fingerprint(train_rows, cfg)
-    fp_file = run / "fingerprint.json"
-    last = last_complete_checkpoint(ckpt_dir) if cfg.resume else None
-    if last is not None and (not fp_file.is_file() or json.loads(fp_file.read_text()).get("sha") != fingerprint):
-        # checkpoints of other data or another base model: resuming would silently mix two runs
-        echo(f"not resuming: checkpoints in {ckpt_dir} were made from other data or settings; starting over")
-        shutil.rmtree(ckpt_dir)
-        last = None
-    write_json_atomic(fp_file, {"sha": fingerprint})
-
-    if last is not None and tok_dir.is_dir():
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        echo(f"resuming from {last}")
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-        model = AutoModelForCausalLM.from_pretrained(last)
-    else:
-        last = None
-        model, tokenizer = load_base(
-            cfg.base_model, conversations=train_rows, vocab_size=cfg.vocab_size, lora=cfg.lora, seed=cfg.seed
-        )
-        tokenizer.save_pretrained(str(tok_dir))
-
     cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported() if cfg.bf16 is None else bool(cfg.bf16)
-    train_ds = Dataset.from_list([normalise_row(r) for r in train_rows])
-    eval_ds = Dataset.from_list([normalise_row(r) for r in eval_rows])
-    steps_per_epoch = max(1, math.ceil(len(train_ds) / (cfg.batch_size * cfg.grad_accum)))
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+    hp = hyperparameters(cfg, cuda, cuda and torch.cuda.is_bf16_supported(), fsdp)
+    steps_per_epoch = max(1, math.ceil(len(train_rows) / (cfg.batch_size * cfg.grad_accum)))
     max_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, int(cfg.epochs * steps_per_epoch))
     eval_steps = max(1, min(cfg.eval_steps, max_steps))
 
+    # the training config first: under `accelerate launch` it sets up the process group and, for ZeRO-3,
+    # the config `from_pretrained` reads to create the model sharded (zero.Init) instead of whole per rank
     args = SFTConfig(
         output_dir=str(ckpt_dir),
         max_steps=max_steps,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
+        learning_rate=hp.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=int(cfg.warmup_ratio * max_steps),
         weight_decay=cfg.weight_decay,
@@ -298,21 +342,68 @@ def train(
         load_best_model_at_end=True,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
-        assistant_only_loss=True,
-        max_length=min(cfg.max_length, int(getattr(model.config, "max_position_embeddings", cfg.max_length))),
-        bf16=bf16,
+        # the dataset is pre-tokenized with our own assistant mask (TRL's needs `{% generation %}` markers)
+        assistant_only_loss=False,
+        max_length=min(cfg.max_length, model_positions(cfg.base_model, cfg.max_length)),
+        bf16=hp.bf16,
         report_to=[],
         disable_tqdm=True,
         seed=cfg.seed,
         dataloader_num_workers=0,
         include_num_input_tokens_seen="non_padding",
         use_cpu=not cuda,
-        # TRL turns checkpointing on by default; at these sizes memory is no issue and it costs ~30% time
-        activation_checkpointing=False,
+        # scratch sizes: memory is no issue and checkpointing costs ~30% time; pretrained bases on GPU need it
+        activation_checkpointing=hp.gradient_checkpointing,
         # paths differ a lot in length (280-800 tokens on travel-booking): batching alike lengths cuts the
         # padding the CPU would otherwise compute by about a quarter
         train_sampling_strategy="group_by_length",
     )
+    state = PartialState()
+    main = state.is_main_process
+    say = echo if main else (lambda _line: None)
+
+    fingerprint = data_fingerprint(train_rows, cfg)
+    fp_file = run / "fingerprint.json"
+    if main:
+        last = last_complete_checkpoint(ckpt_dir) if cfg.resume else None
+        same = fp_file.is_file() and json.loads(fp_file.read_text()).get("sha") == fingerprint
+        if last is not None and not same:
+            # checkpoints of other data or another base model: resuming would silently mix two runs
+            say(f"not resuming: checkpoints in {ckpt_dir} were made from other data or settings; starting over")
+            shutil.rmtree(ckpt_dir)
+            last = None
+        write_json_atomic(fp_file, {"sha": fingerprint})
+        if last is None or not tok_dir.is_dir():
+            # the tokenizer (a scratch one is trained here) is fixed at the first start and read back by every
+            # rank, so what trains is exactly what the artifact keeps, chat template included
+            load_tokenizer(cfg.base_model, train_rows, cfg.vocab_size).save_pretrained(str(tok_dir))
+    state.wait_for_everyone()
+    last = last_complete_checkpoint(ckpt_dir, remove_partial=False) if cfg.resume else None
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    if not tokenizer.chat_template:
+        raise TrainError(f"the tokenizer saved in `{tok_dir}` lost its chat template; delete the run folder.")
+    eot = end_of_turn(tokenizer)
+    if any(m.get("tool_calls") for r in train_rows for m in r.get("messages") or []) and \
+            tool_format_of(tokenizer.chat_template) is None:
+        raise TrainError(
+            f"the chat template of `{cfg.base_model}` renders no Hermes `<tool_call>` blocks, and the workflow "
+            "calls tools; give the base a template that renders tool calls as "
+            '`<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (as Qwen\'s do).'
+        )
+
+    train_ds = Dataset.from_dict(tokenize_rows(tokenizer, train_rows, eot, "training"))
+    eval_ds = Dataset.from_dict(tokenize_rows(tokenizer, eval_rows, eot, "held-out"))
+    if last is not None:
+        from transformers import AutoModelForCausalLM
+
+        say(f"resuming from {last}")
+        model = AutoModelForCausalLM.from_pretrained(last)
+    else:
+        model = load_model(cfg.base_model, tokenizer, seed=cfg.seed)
+    model.generation_config = greedy_generation_config(model, tokenizer, eot)
+    # ZeRO-3 leaves a placeholder of size 0 per rank; `ds_numel` is the real size
+    nparams = sum(int(getattr(p, "ds_numel", p.numel())) for p in model.parameters())
+
     losses: list[dict[str, float]] = []
     trainer = SFTTrainer(
         model=model,
@@ -320,7 +411,7 @@ def train(
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        callbacks=[_make_callback(run, max_steps, echo, losses)],
+        callbacks=[_make_callback(run, max_steps, say, losses, write=main)],
     )
     trainer.remove_callback(PrinterCallback)
     t0 = time.monotonic()
@@ -331,32 +422,38 @@ def train(
             tokens0 = int(json.loads(state_file.read_text()).get("num_input_tokens_seen", 0) or 0)
     trainer.train(resume_from_checkpoint=last)
     wall = time.monotonic() - t0
-    state = trainer.state
-    tokens = int(state.num_input_tokens_seen or 0)
+    tstate = trainer.state
+    tokens = int(tstate.num_input_tokens_seen or 0)
 
     model_dir = run / "model"
-    trainer.save_model(str(model_dir))
-    tokenizer.save_pretrained(str(model_dir))
-    trained: Any = trainer.model
-    nparams = sum(int(p.numel()) for p in trained.parameters())
+    trainer.save_model(str(model_dir))  # every rank: FSDP / ZeRO-3 gather the full weights for the main one
     result = TrainResult(
         model_dir=str(model_dir),
-        best_checkpoint=state.best_model_checkpoint,
-        steps=state.global_step,
+        best_checkpoint=tstate.best_model_checkpoint,
+        steps=tstate.global_step,
         train_tokens=tokens,
         tokens_per_s=round((tokens - tokens0) / wall, 1) if wall > 0 else 0.0,
         wall_s=round(wall, 2),
         parameters=nparams,
         resumed_from=last,
-        best_eval_loss=state.best_metric,
+        best_eval_loss=tstate.best_metric,
         losses=losses,
         device="cuda" if cuda else "cpu",
-        bf16=bf16,
+        bf16=hp.bf16,
+        learning_rate=hp.learning_rate,
+        gradient_checkpointing=hp.gradient_checkpointing,
+        end_of_turn=eot,
+        world_size=state.num_processes,
     )
-    write_json_atomic(
-        model_dir / "train_meta.json",
-        {"result": asdict(result), "config": asdict(cfg), "train_rows": len(train_rows), "eval_rows": len(eval_rows)},
-    )
+    if main:
+        tokenizer.save_pretrained(str(model_dir))
+        model.generation_config.save_pretrained(str(model_dir))
+        write_json_atomic(
+            model_dir / "train_meta.json",
+            {"result": asdict(result), "config": asdict(cfg), "train_rows": len(train_rows),
+             "eval_rows": len(eval_rows)},
+        )
+    state.wait_for_everyone()
     return result
 
 

@@ -46,14 +46,18 @@ def test_template_and_parser_round_trip() -> None:
                                                     "parameters": {"properties": {"city": {}}}}}],
     }
     tok = train_tokenizer([conv] * 3, vocab_size=300)
-    out = tok.apply_chat_template(conv["messages"], tools=conv["tools"], tokenize=True, return_dict=True,
-                                  return_assistant_tokens_mask=True)
-    text = tok.decode(out["input_ids"])
+    from compiler.templates import chat_messages, end_of_turn, tokenize_conversation
+
+    assert end_of_turn(tok) == "<|end|>"
+    messages, tools = chat_messages(conv)
+    ids, mask = tokenize_conversation(tok, messages, tools)
+    text = tok.decode(ids)
     assert "<|tools|>get_weather(city)<|end|>" in text
-    masked = [i for i, m in zip(out["input_ids"], out["assistant_masks"], strict=True) if m]
+    masked = [i for i, m in zip(ids, mask, strict=True) if m]
     assistant_text = tok.decode(masked)
-    assert assistant_text.endswith("<|end|>")  # the model is trained to stop
-    msg = parse_assistant_text(assistant_text)
+    # Hermes format, arguments a JSON object, and the end token trained so the model learns to stop
+    assert assistant_text == '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call><|end|>'
+    msg = parse_assistant_text(assistant_text, ["<|end|>"])
     assert msg["content"] is None
     assert msg["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
 
