@@ -251,22 +251,30 @@ def _run(
     every = max(1, len(jobs) // 10)
     with ThreadPoolExecutor(max_workers=max(1, d.teacher_concurrency), thread_name_prefix="teacher") as pool:
         futures = {pool.submit(one, path, variant): i for i, (_name, path, variant) in enumerate(jobs)}
-        for n, fut in enumerate(as_completed(futures), 1):
-            try:
-                done[futures[fut]] = fut.result()
-            except OffNodeReply as exc:
-                dropped[exc.node] = dropped.get(exc.node, 0) + 1
-            except Stopped:
-                pass
-            except TeacherError as exc:
-                client.fail(exc)
-            except Exception as exc:  # a bug or a chart problem: stop the pool, keep what is done, say it once
-                client.fail(TeacherError(f"teacher rendering failed: {type(exc).__name__}: {one_line(exc, 200)}"))
-            if client.stop.is_set():
-                for other in futures:
-                    other.cancel()
-            elif n % every == 0 and n < len(jobs):
-                echo(f"teacher: {n:,}/{len(jobs):,} conversations, {client.calls:,} calls, ${client.usd:.4f} spent")
+        try:
+            for n, fut in enumerate(as_completed(futures), 1):
+                if fut.cancelled():
+                    continue
+                try:
+                    done[futures[fut]] = fut.result()
+                except OffNodeReply as exc:
+                    dropped[exc.node] = dropped.get(exc.node, 0) + 1
+                except Stopped:
+                    pass
+                except TeacherError as exc:
+                    client.fail(exc)
+                except Exception as exc:  # a bug or a chart problem: stop the pool, keep what is done, say it once
+                    client.fail(TeacherError(f"teacher rendering failed: {type(exc).__name__}: {one_line(exc, 200)}"))
+                if client.stop.is_set():
+                    for other in futures:
+                        other.cancel()
+                elif n % every == 0 and n < len(jobs):
+                    echo(f"teacher: {n:,}/{len(jobs):,} conversations, {client.calls:,} calls, ${client.usd:.4f} spent")
+        except BaseException:  # Ctrl-C: leaving the pool would otherwise wait for every queued conversation
+            client.stop.set()
+            for other in futures:
+                other.cancel()
+            raise
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name, _p, _v in jobs}
     for i, (name, _path, _variant) in enumerate(jobs):
         if i in done:
