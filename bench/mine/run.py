@@ -1,0 +1,109 @@
+"""Mining benchmark: how much of a known procedure `flowchart mine` recovers from traffic alone.
+
+    python bench/mine/run.py [--sizes 100 400 2000] [--holdout 0.2] [--md docs/mining.md]
+
+Four kinds of traffic whose procedure is known but never shown to the miner:
+
+- ``acme-app``: the scripted orchestrated app of ``tests/compiler/test_mine_app.py`` (17 agent
+  steps, 5 decision hubs, 2 loops, a procedure system message plus a per-step one);
+- ``acme-app-no-steps``: the same app without the per-step message (replies are clustered);
+- ``travel-booking``: conversations rendered from ``configs/workflows/travel-booking.yaml``
+  (loops up to once), stripped of the renderer's node tags;
+- ``travel-paraphrased``: the same with three phrasings per agent reply.
+
+Per row: conversations mined / held out, mining time, the true agent steps, how many of them
+some mined node stands for (recovered), further nodes (extra), replay fitness on the held-out
+conversations and node / edge coverage. CPU only, single process; seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "compiler"))  # the scripted app and the paraphrases live with their tests
+
+from compiler.flowchart import from_dict  # noqa: E402
+from compiler.mine.fitness import fitness, step_recovery  # noqa: E402
+from compiler.mine.miner import holdout_split, mine  # noqa: E402
+from compiler.mine.traces import traces_from_records  # noqa: E402
+
+
+def scenarios(n: int) -> dict[str, tuple[list[dict[str, Any]], list[list[str]]]]:
+    from test_mine_app import run_app
+    from test_mine_travel import CHART, paraphrased, traffic
+
+    fc = from_dict(yaml.safe_load(CHART.read_text(encoding="utf-8")))
+    return {
+        "acme-app": run_app(n),
+        "acme-app-no-steps": run_app(n, step_messages=False),
+        "travel-booking": traffic(fc, n),
+        "travel-paraphrased": traffic(paraphrased(fc), n),
+    }
+
+
+def row(name: str, records: list[dict[str, Any]], truth: list[list[str]], holdout: float) -> dict[str, Any]:
+    traces = traces_from_records(records)
+    by_id = {t.id: steps for t, steps in zip(traces, truth, strict=True)}
+    train, held_out = holdout_split(traces, holdout, seed=0)
+    began = time.perf_counter()
+    mined = mine(train, name=name)
+    seconds = time.perf_counter() - began
+    rec = step_recovery(mined.turn_nodes, [by_id[t.id] for t in train])
+    fit = fitness(mined, held_out)
+    return {
+        "traffic": name, "mined": len(train), "held_out": len(held_out), "seconds": seconds,
+        "steps": rec.true_steps, "recovered": rec.recovered, "extra": rec.extra,
+        "fitness": fit.share, "node_coverage": fit.node_coverage, "edge_coverage": fit.edge_coverage,
+        "chart_nodes": len(mined.flowchart.nodes), "hubs": len(mined.flowchart.decision_hubs),
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| traffic | mined / held out | mining | true steps | recovered | extra | fitness | node / edge coverage | chart nodes (hubs) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['traffic']} | {r['mined']} / {r['held_out']} | {r['seconds']:.2f} s | {r['steps']} | "
+            f"{r['recovered']} ({r['recovered'] / r['steps']:.0%}) | {r['extra']} ({r['extra'] / r['steps']:.0%}) | "
+            f"{r['fitness']:.3f} | {r['node_coverage']:.0%} / {r['edge_coverage']:.0%} | {r['chart_nodes']} ({r['hubs']}) |"
+        )
+    return "\n".join(lines)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 400, 2000], help="conversations per traffic")
+    parser.add_argument("--holdout", type=float, default=0.2, help="share held out to measure fitness")
+    parser.add_argument("--md", type=Path, default=None, help="append the table to this markdown file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    rows = []
+    for n in args.sizes:
+        for name, (records, truth) in scenarios(n).items():
+            rows.append(row(name, records, truth, args.holdout))
+            print(f"{name} x{n}: done", file=sys.stderr)
+    text = table(rows)
+    command = "python bench/mine/run.py --sizes " + " ".join(map(str, args.sizes)) + f" --holdout {args.holdout}"
+    print(text)
+    print(f"\n`{command}`")
+    if args.md:
+        with args.md.open("a", encoding="utf-8") as f:
+            f.write(f"\n{text}\n\n`{command}`\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
