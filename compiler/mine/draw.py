@@ -28,7 +28,8 @@ def _text(text: str, limit: int = 60) -> str:
     one = " ".join(text.split())
     if len(one) > limit:
         one = one[: limit - 1].rstrip() + "…"
-    return '"' + one.replace('"', "#quot;") + '"'
+    # Backticks open Mermaid's markdown strings and entities read badly in a diagram: plain quotes only.
+    return '"' + one.replace('"', "'").replace("`", "") + '"'
 
 
 def _shape(node: Node) -> str:

@@ -253,3 +253,14 @@ def test_read_traces_skips_conversations_without_an_agent_turn(tmp_path: Path) -
                       + json.dumps(KNOWN[0]) + "\n", encoding="utf-8")
     traces = read_traces(source)
     assert [t.id for t in traces] == ["`in.jsonl` line 3"]
+
+
+def test_the_mermaid_drawing_reads_back_as_the_same_chart() -> None:
+    from compiler.formats import loads
+    from compiler.mine.draw import to_mermaid
+
+    fc = mine(traces_from_records(KNOWN), name="weather").flowchart
+    drawn = loads(to_mermaid(fc), "mermaid", name="weather")
+    assert {n.id: n.kind for n in drawn.nodes.values()} == {n.id: n.kind for n in fc.nodes.values()}
+    assert [(e.source, e.target) for e in drawn.edges] == [(e.source, e.target) for e in fc.edges]
+    assert {t: drawn.nodes[t].outcome for t in drawn.terminals} == {t: fc.nodes[t].outcome for t in fc.terminals}
