@@ -48,7 +48,7 @@ COMPILE_SETS = {
 
 
 def _weather_rows(variants: int = 3) -> list[dict[str, Any]]:
-    from compiler.flowchart import load_flowchart
+    from compiler.formats import load_flowchart
     from compiler.paths import enumerate_paths
     from compiler.render import render_offline
 
