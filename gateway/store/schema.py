@@ -93,3 +93,29 @@ exchanges = Table(
     Column("response", Text, nullable=False, doc="JSON: the frontier's reply message"),
     Index("ix_exchanges_workflow_ts", "workflow", "ts"),
 )
+
+transcripts = Table(
+    "transcripts",
+    metadata,
+    Column("id", String(32), primary_key=True, doc="hash of (workflow, conversation)"),
+    Column("workflow", String(200), nullable=False),
+    Column("conversation", String(80), nullable=False),
+    Column("started", Float, nullable=False, doc="unix seconds of the first captured turn"),
+    Column("updated", Float, nullable=False, doc="unix seconds of the last captured turn"),
+    Column("turns", Integer, nullable=False),
+    Column("messages", Integer, nullable=False, doc="rows in transcript_messages"),
+    Column("tools", Text, doc="JSON: the tools offered, latest set (redacted)"),
+    Column("tools_hash", String(32)),
+    Index("ix_transcripts_workflow_started", "workflow", "started"),
+    Index("ix_transcripts_updated", "updated"),
+)
+
+transcript_messages = Table(
+    "transcript_messages",
+    metadata,
+    Column("transcript_id", String(32), primary_key=True),
+    Column("seq", Integer, primary_key=True, doc="position in the conversation, from 0"),
+    Column("turn", Integer, nullable=False, doc="the request that sent (or answered with) this message"),
+    Column("reply", Boolean, nullable=False, doc="the model's answer rather than a message the app sent"),
+    Column("body", Text, nullable=False, doc="JSON: the message as sent, secrets redacted"),
+)
