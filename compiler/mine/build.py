@@ -101,7 +101,7 @@ def _arg_text(value: Any) -> str:
 class _Evidence:
     """What was seen on each transition and at each node, slot values masked."""
 
-    def __init__(self, graph: Graph, traces: Sequence[Trace], slots: SlotFinding) -> None:
+    def __init__(self, graph: Graph, traces: Sequence[Trace], slots: SlotFinding, split: StaticSplit) -> None:
         self.user: dict[tuple[str, str], Counter[str]] = {}
         self.result: dict[tuple[str, str], Counter[str]] = {}
         self.say: dict[str, Counter[str]] = {}
@@ -112,6 +112,9 @@ class _Evidence:
             prev = START
             for turn, node in zip(trace.turns, walk, strict=True):
                 self._gap(prev, node, turn.user, turn.results, slots, binding)
+                step = split.step_key(turn.system)
+                if step:
+                    self.steps.setdefault(node, Counter())[step.splitlines()[0]] += 1
                 if turn.is_call:
                     per_arg = self.args.setdefault(node, {})
                     for arg, value in turn.arguments.items():
@@ -150,7 +153,7 @@ def build_flowchart(
     name: str = "workflow",
 ) -> tuple[Flowchart, dict[str, str], dict[str, str]]:
     """The chart draft; for each of its action nodes, the action label it stands for; graph node -> chart id."""
-    ev = _Evidence(graph, traces, slots)
+    ev = _Evidence(graph, traces, slots, split)
     ids = node_ids(graph)
     ids[START] = "start"
     nodes: dict[str, Node] = {"start": Node("start", "start", "The conversation opens.")}
@@ -166,8 +169,8 @@ def build_flowchart(
     for node, label in graph.nodes.items():
         nid = ids[node]
         labels[nid] = label
-        # An app's step line is the step's instruction; mined replies only have their words.
-        text = label[len(STEP):].splitlines()[0].strip() if label.startswith(STEP) else ""
+        # An app's step line is the step's instruction (a tool call's too); mined replies only have their words.
+        text = _top(ev.steps[node], 1)[0] if node in ev.steps else ""
         if label.startswith(TOOL):
             tool = label[len(TOOL):]
             out_results: Counter[str] = Counter()

@@ -104,13 +104,16 @@ class SlotFinding:
         return text
 
 
-def find_slots(traces: Sequence[Trace], min_share: float = 0.5, max_values: int = 50) -> SlotFinding:
+def find_slots(
+    traces: Sequence[Trace], min_share: float = 0.5, min_quoted: float = 0.2, max_values: int = 50
+) -> SlotFinding:
     """Follow every tool-call argument back to the user turn or tool result it came from.
 
     An argument is a slot when at least ``min_share`` of its values were seen earlier in
     the conversation and it took at least two values (a constant stays a literal).
-    Arguments whose values agree in every conversation they share (a passenger count sent
-    to search and to booking) are one slot.
+    Arguments whose values agree in the conversations they share (a passenger count sent
+    to search and to booking) are one slot. A tool-result field is a quoted slot when a
+    later reply quotes it in ``min_quoted`` of the cases (and at least 3 times).
     """
     # (tool, arg) -> per trace: list of values; and how many occurrences were traced to a source
     per_arg: dict[tuple[str, str], dict[int, list[str]]] = {}
@@ -199,7 +202,7 @@ def find_slots(traces: Sequence[Trace], min_share: float = 0.5, max_values: int 
         for key, _ in counts.most_common(1)
         if key in arg_slots
     }
-    slots.extend(_quoted_slots(traces, bindings, taken, fed, min_share, max_values))
+    slots.extend(_quoted_slots(traces, bindings, taken, fed, min_quoted, max_values))
     return SlotFinding(tuple(slots), tuple(bindings), arg_slots)
 
 
@@ -242,7 +245,9 @@ def _quoted_slots(
     out: list[Slot] = []
     for key in sorted(per_key, key=lambda k: -quoted[k]):
         values = Counter(v for vs in per_key[key].values() for v in vs)
-        if quoted[key] < min_share * total[key] or len(values) < 2:
+        # A result field is quoted by one branch's reply only (the returned item, on the returns branch),
+        # so a lower share than for arguments; whole-word matches of 2+ characters are rarely chance.
+        if quoted[key] < max(3, min_share * total[key]) or len(values) < 2:
             continue
         tool, field_name = key
         name = field_name if field_name not in taken else f"{tool}_{field_name}"
