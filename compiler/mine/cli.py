@@ -55,6 +55,11 @@ def report_lines(mined: MinedWorkflow, fit: FitnessReport | None, misfits: int =
         f"  graph:          {mined.graph.prefix_states} prefix-tree states -> "
         f"{len(mined.graph.nodes)} steps ({mined.graph.splits} split)",
     ]
+    if mined.outliers:
+        lines.append(
+            f"  set aside:      {len(mined.outliers)} conversation(s) taking rare transitions (--noise), e.g. "
+            + ", ".join(mined.outliers[:3])
+        )
     for s in mined.slots.slots:
         lines.append(
             f"  slot {s.name}: {s.source} -> {', '.join(s.used_in)} ({len(s.values)} values, e.g. "
@@ -99,6 +104,10 @@ def register_mine(flowchart_app: typer.Typer) -> None:
         to: str = typer.Option("yaml", "--to", help="Output format: yaml or mermaid."),
         name: str | None = typer.Option(None, "--name", help="Workflow name (default: the file name)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the held-out draw."),
+        noise: float = typer.Option(
+            0.0, "--noise", min=0.0, max=0.5,
+            help="Set aside conversations taking a transition below this share of its step's departures.",
+        ),
         min_support: int | None = typer.Option(
             None, "--min-support", min=1, help="Turns each side of a node split needs (default: 2% of conversations, >= 5)."
         ),
@@ -114,7 +123,7 @@ def register_mine(flowchart_app: typer.Typer) -> None:
         try:
             traces = read_traces(source)
             train, held_out = holdout_split(traces, holdout, seed=seed)
-            mined = mine(train, name=name or source.stem, min_support=min_support)
+            mined = mine(train, name=name or source.stem, min_support=min_support, noise=noise)
             fit = fitness(mined, held_out) if held_out else None
             lines = report_lines(mined, fit)
         except (MineError, FlowchartError) as exc:

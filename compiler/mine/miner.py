@@ -17,11 +17,11 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from compiler.flowchart import Flowchart
 from compiler.mine.actions import ActionModel, label_actions
-from compiler.mine.automaton import Graph, infer_graph
+from compiler.mine.automaton import END, START, Graph, infer_graph
 from compiler.mine.build import build_flowchart
 from compiler.mine.slots import SlotFinding, find_slots, value_text
 from compiler.mine.static import StaticSplit, split_static
@@ -38,9 +38,11 @@ class MinedWorkflow:
     split: StaticSplit
     slots: SlotFinding
     graph: Graph
-    turn_nodes: list[list[str]]  # per mined conversation: the chart node of each assistant turn
+    turn_nodes: list[list[str]]  # per conversation the chart was built from: the node of each assistant turn
     conversations: int
     seconds: float
+    used: list[int] = field(default_factory=list)  # indexes of the conversations the chart was built from
+    outliers: list[str] = field(default_factory=list)  # ids of conversations set aside as noise
 
     def nodes_for(self, label: str | None) -> list[str]:
         return [n for n, lab in self.node_labels.items() if lab == label]
@@ -64,12 +66,15 @@ def mine(
     name: str = "workflow",
     min_support: int | None = None,
     distance: float = 0.5,
+    noise: float = 0.0,
 ) -> MinedWorkflow:
     """Mine a flowchart draft from conversations of one workflow.
 
     ``min_support``: turns each side of a node split needs (default: 2% of the
     conversations, at least 5); ``distance``: cosine distance under which replies are one
-    step when the app names no step.
+    step when the app names no step; ``noise``: a conversation taking a transition seen in
+    less than this share of its node's departures is set aside (``outliers``) and the chart
+    is built from the rest. 0 keeps everything: every transition seen becomes an edge.
     """
     if not traces:
         raise MineError("no conversations to mine; export the workflow's traffic first")
@@ -79,11 +84,33 @@ def mine(
     labels, model = label_actions(traces, split, slots, distance=distance)
     support = min_support if min_support is not None else max(5, len(traces) // 50)
     graph = infer_graph(labels, min_support=support)
-    fc, node_labels, ids = build_flowchart(graph, traces, slots, split, name=name)
+    used = list(range(len(traces)))
+    if noise > 0:
+        used = [i for i, walk in enumerate(graph.walks) if not _rare(graph, walk, noise)]
+        if not used:
+            raise MineError(f"every conversation takes a transition rarer than `noise` {noise}; lower it")
+        if len(used) < len(traces):
+            graph = infer_graph([labels[i] for i in used], min_support=support)
+    kept = [traces[i] for i in used]
+    kept_slots = replace(slots, bindings=tuple(slots.bindings[i] for i in used))
+    fc, node_labels, ids = build_flowchart(graph, kept, kept_slots, split, name=name)
     turn_nodes = [[ids[n] for n in walk] for walk in graph.walks]
+    outliers = [traces[i].id for i in sorted(set(range(len(traces))) - set(used))]
     return MinedWorkflow(
-        fc, node_labels, model, split, slots, graph, turn_nodes, len(traces), time.perf_counter() - began
+        fc, node_labels, model, split, slots, graph, turn_nodes, len(traces), time.perf_counter() - began,
+        used, outliers,
     )
+
+
+def _rare(graph: Graph, walk: Sequence[str], noise: float) -> bool:
+    """Whether a conversation takes a transition below ``noise`` of its source's departures."""
+    prev = START
+    for node in [*walk, END]:
+        out = graph.succ.get(prev)
+        if out is not None and out[node] < noise * sum(out.values()):
+            return True
+        prev = node
+    return False
 
 
 def holdout_split(traces: Sequence[Trace], share: float, seed: int = 0) -> tuple[list[Trace], list[Trace]]:

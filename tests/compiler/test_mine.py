@@ -166,6 +166,18 @@ def test_fitness_names_the_conversations_that_do_not_fit() -> None:
     assert (report.node_coverage, report.edge_coverage) == (pytest.approx(5 / 6), pytest.approx(4 / 5))
 
 
+def test_noise_sets_rare_deviations_aside() -> None:
+    eager = weather("Bern", 3, 14)
+    del eager["messages"][2:4]  # the frontier skipped the question once
+    clean = mine(traces_from_records(KNOWN * 3), name="weather")
+    kept = mine(traces_from_records([*KNOWN * 3, eager]), name="weather")
+    assert "opening" in kept.flowchart.nodes and kept.outliers == []  # every transition seen is an edge
+    filtered = mine(traces_from_records([*KNOWN * 3, eager]), name="weather", noise=0.1)
+    assert filtered.outliers == ["conversation 22"]
+    assert filtered.flowchart.nodes == clean.flowchart.nodes and filtered.flowchart.edges == clean.flowchart.edges
+    assert filtered.used == list(range(21)) and len(filtered.turn_nodes) == 21
+
+
 def test_a_node_used_in_two_roles_is_split_and_a_loop_is_not() -> None:
     # `check` follows `a` (then `b` follows) and `c` (then `d` follows): two roles of one action.
     labels = [["a", "check", "b"]] * 6 + [["c", "check", "d"]] * 6 + [["a", "check", "b", "a", "check", "b"]] * 2
