@@ -183,7 +183,10 @@ def compile_workflow(
 
     # one process, or every rank of `accelerate launch` / torchrun: the main one renders the data and, after
     # training on all ranks, evaluates and writes the artifact; the others wait here and stop after training
-    state = PartialState()
+    import torch
+
+    # `cpu=True` without a GPU: then PartialState joins the ranks over gloo (the default would see one process)
+    state = PartialState(cpu=not torch.cuda.is_available())
     if state.is_main_process:
         meta = build_data(fc, cfg, out, echo)
     state.wait_for_everyone()
