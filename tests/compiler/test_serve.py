@@ -120,3 +120,31 @@ def test_unknown_model_is_an_openai_error(client: Any) -> None:
         client.chat.completions.create(model="gpt-nope", messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(openai.BadRequestError, match="messages"):
         client.chat.completions.create(model="weather", messages=[])
+
+
+def test_vllm_command_for_the_artifact(weather_compile: Any) -> None:
+    from transformers import AutoTokenizer
+
+    from compiler.artifact import check_tool_roundtrip
+    from compiler.serve import vllm_command
+
+    art = Path(weather_compile.artifact)
+    manifest = json.loads((art / "manifest.json").read_text())
+    cmd = vllm_command(art, "0.0.0.0", 8100, manifest["workflow"], manifest)
+
+    def opt(flag: str) -> str:
+        return cmd[cmd.index(flag) + 1]
+
+    assert cmd[:3] == ["vllm", "serve", str(art)] and opt("--port") == "8100"
+    assert opt("--served-model-name") == "weather"
+    # without these vLLM answers 400 to requests with tools; the parser is the one the round trip checked
+    assert "--enable-auto-tool-choice" in cmd and opt("--tool-call-parser") == "hermes"
+    assert check_tool_roundtrip(art) == manifest["tool_call_parser"] == "hermes"
+    # greedy by default, as the gate measured, with the artifact's own stop ids
+    assert opt("--generation-config") == "auto" and json.loads(opt("--override-generation-config")) == {
+        "temperature": 0.0}
+    assert opt("--dtype") == "bfloat16"
+    gen = json.loads((art / "generation_config.json").read_text())
+    assert gen["do_sample"] is False and "temperature" not in gen
+    assert gen["eos_token_id"] == AutoTokenizer.from_pretrained(art).convert_tokens_to_ids("<|end|>")
+    assert "--tool-call-parser" not in vllm_command(art, "h", 1, "x", {"tool_call_parser": None})
