@@ -1,6 +1,9 @@
 """Mining benchmark: how much of a known procedure `flowchart mine` recovers from traffic alone.
 
-    python bench/mine/run.py [--sizes 100 400 2000] [--holdout 0.2] [--md docs/mining.md]
+    python bench/mine/run.py [--sizes 100 400 2000] [--holdout 0.2] [--md docs/mining.md] [--traffic DIR]
+
+``--traffic DIR`` also writes each traffic as ``DIR/<traffic>-<size>.jsonl``, the export format, so
+``tiergate flowchart mine DIR/acme-app-400.jsonl`` can be run on it.
 
 Four kinds of traffic whose procedure is known but never shown to the miner:
 
@@ -19,6 +22,7 @@ conversations and node / edge coverage. CPU only, single process; seconds.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -85,6 +89,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 400, 2000], help="conversations per traffic")
     parser.add_argument("--holdout", type=float, default=0.2, help="share held out to measure fitness")
     parser.add_argument("--md", type=Path, default=None, help="append the table to this markdown file")
+    parser.add_argument("--traffic", type=Path, default=None, help="also write each traffic as JSONL here")
     return parser
 
 
@@ -93,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for n in args.sizes:
         for name, (records, truth) in scenarios(n).items():
+            if args.traffic:
+                args.traffic.mkdir(parents=True, exist_ok=True)
+                with (args.traffic / f"{name}-{n}.jsonl").open("w", encoding="utf-8") as f:
+                    f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
             rows.append(row(name, records, truth, args.holdout))
             print(f"{name} x{n}: done", file=sys.stderr)
     text = table(rows)
