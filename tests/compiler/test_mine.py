@@ -276,3 +276,40 @@ def test_the_mermaid_drawing_reads_back_as_the_same_chart() -> None:
     assert {n.id: n.kind for n in drawn.nodes.values()} == {n.id: n.kind for n in fc.nodes.values()}
     assert [(e.source, e.target) for e in drawn.edges] == [(e.source, e.target) for e in fc.edges]
     assert {t: drawn.nodes[t].outcome for t in drawn.terminals} == {t: fc.nodes[t].outcome for t in fc.terminals}
+
+
+def test_odd_but_valid_records_are_mined() -> None:
+    """Content parts, a developer message, text beside a tool call, arguments that are not JSON."""
+    def odd(city: str) -> dict[str, Any]:
+        return {"messages": [
+            {"role": "developer", "content": [{"type": "text", "text": "You are WeatherBot."}]},
+            {"role": "user", "content": [{"type": "text", "text": f"Weather in {city}?"}]},
+            {"role": "assistant", "content": "Let me look.", "tool_calls": [{"id": "a", "type": "function",
+                "function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}]},
+            {"role": "tool", "tool_call_id": "a", "content": "sunny"},
+            {"role": "assistant", "content": [{"type": "text", "text": f"Sunny in {city}."}]},
+            {"role": "user", "content": "Now in Bern?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "b", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{not json"}}]},
+            {"role": "tool", "tool_call_id": "b", "content": "error"},
+            {"role": "assistant", "content": "Sorry, that failed."},
+        ]}
+
+    mined = mine(traces_from_records([odd(c) for c in ["Paris", "Rome", "Oslo"]]))
+    fc = mined.flowchart
+    assert [i for i in validate(fc) if i.kind == "structure"] == []
+    assert fc.system_prompt == "You are WeatherBot."
+    assert fc.nodes["get_weather"].args == {"city": "{city}"}
+    assert {n.kind for n in fc.nodes.values()} >= {"tool", "agent", "terminal"}
+
+
+def test_tiergate_flowchart_group_has_mine(tmp_path: Path) -> None:
+    from compiler.flowchart_cli import register_flowchart
+
+    app = typer.Typer()
+    register_flowchart(app)
+    source = tmp_path / "w.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in KNOWN), encoding="utf-8")
+    result = CliRunner().invoke(app, ["flowchart", "mine", str(source), "--holdout", "0"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("name: w\n")
