@@ -51,3 +51,17 @@ def test_two_process_compile_renders_and_writes_the_artifact_once(tmp_path: Path
     assert log.count("gate passed: artifact at") == 1 and log.count("artifact: ") == 1  # one gate, one artifact
     assert json.loads((out / "artifact" / "manifest.json").read_text())["tool_call_parser"] == "hermes"
     assert not list(out.glob("artifact.partial*"))
+
+
+def test_accelerate_configs_save_whole_weights() -> None:
+    pytest.importorskip("accelerate", reason="the `compile` extra is needed")
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    fsdp = load_config_from_file(str(ROOT / "configs" / "accelerate" / "fsdp.yaml"))
+    # a sharded state dict leaves the trained model folder without weights
+    assert fsdp.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+    assert fsdp.fsdp_config["fsdp_cpu_ram_efficient_loading"] is True
+    assert fsdp.fsdp_config["fsdp_activation_checkpointing"] is True  # compile turns the trainer's off under FSDP
+    for name in ("deepspeed-zero3.yaml", "deepspeed-zero3-multinode.yaml"):
+        ds = load_config_from_file(str(ROOT / "configs" / "accelerate" / name)).deepspeed_config
+        assert ds["zero_stage"] == 3 and ds["zero3_init_flag"] is True and ds["zero3_save_16bit_model"] is True
