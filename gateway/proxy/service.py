@@ -11,15 +11,17 @@ finishes it, `learn` samples side calls. This class only runs them in order.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gateway.errors import GatewayError, ModelNotFound
+from gateway.errors import GatewayError, InternalError, ModelNotFound
 from gateway.metrics import Metrics
 from gateway.proxy.account import Accounts
 from gateway.proxy.cascade import cascade
-from gateway.proxy.identity import ConversationIndex, Identity, continuation_key, identify
+from gateway.proxy.identity import ConversationIndex, Identity, continuation_key, header_value, identify
 from gateway.proxy.keys import KeyInfo
 from gateway.proxy.learn import Learner
 from gateway.proxy.limits import RateLimiter, SpendTracker, check_limits
@@ -28,6 +30,7 @@ from gateway.proxy.pricing import PriceBook
 from gateway.proxy.protocol import (
     TIERGATE_METADATA_KEYS,
     ChatResult,
+    check_fields,
     parse_body,
     replay,
     reply_message,
@@ -39,6 +42,8 @@ from gateway.proxy.rungs import Rungs
 from gateway.proxy.upstream import Upstreams
 from gateway.settings import Settings
 from gateway.store.ledger import LedgerWriter, Record
+
+log = logging.getLogger("tiergate.chat")
 
 
 class ChatService:
@@ -87,38 +92,64 @@ class ChatService:
                 param="model",
             )
         await check_limits(self.limiter, self.spend, self.metrics, key, self._spend_seed)
-        ident = await identify(self.conversations, body, headers, key)
+        try:
+            check_fields(raw, body)
+            ident = await identify(self.conversations, body, headers, key)
+        except GatewayError as exc:  # refused before any upstream call, and recorded (status 4xx)
+            self.accounts.reject(body, headers, key, requested, ts, exc, t0)
+            raise
         metadata = body.get("metadata")
         if isinstance(metadata, dict) and metadata and set(metadata) <= TIERGATE_METADATA_KEYS:
             body = {k: v for k, v in body.items() if k != "metadata"}  # ours, not the provider's
         record = self.accounts.open_record(ident, key, body, requested, ts)
-        plan = make_plan(
-            self.settings, self.loop, self.rungs, body, headers, ident, record, requested_cfg.upstream
-        )
+        try:
+            return await self._serve(body, headers, ident, record, requested_cfg.upstream, t0)
+        except Exception as exc:  # whatever happens, the request keeps its one record
+            err = exc if isinstance(exc, GatewayError) else InternalError(
+                "The gateway failed on this request; see its log for the request id."
+            )
+            if err is not exc:
+                log.exception("request %s failed", record.id)
+            self.accounts.finish_error(record, err, t0)  # ignored if the record is already finished
+            err.headers.setdefault("X-Request-Id", record.id)
+            if err is exc:
+                raise
+            raise err from exc
+        except asyncio.CancelledError:  # the server gave up on the request: still one record
+            record.error_type = record.error_type or "client_disconnected"
+            self.accounts.finish(record, t0)
+            raise
+
+    async def _serve(
+        self,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        ident: Identity,
+        record: Record,
+        upstream: str,
+        t0: float,
+    ) -> ChatResult:
+        plan = make_plan(self.settings, self.loop, self.rungs, body, headers, ident, record, upstream)
         out_headers = {
-            "X-Tiergate-Workflow": ident.workflow,
+            "X-Tiergate-Workflow": header_value(ident.workflow),
             "X-Tiergate-Conversation": ident.conversation,
             "X-Request-Id": record.id,
         }
-        try:
-            if plan.cascade:
-                done = await cascade(self.upstreams, self.accounts, plan, record)
-                if done is None:  # escalated while streaming: the frontier streams
-                    return await self._stream(plan, record, ident, out_headers, t0)
-            elif record.stream:
+        if plan.cascade:
+            done = await cascade(self.upstreams, self.accounts, plan, record)
+            if done is None:  # escalated while streaming: the frontier streams
                 return await self._stream(plan, record, ident, out_headers, t0)
-            else:
-                done = await self.upstreams.complete(plan.model, plan.body)
-        except GatewayError as exc:
-            self.accounts.finish_error(record, exc, t0)
-            raise
+        elif record.stream:
+            return await self._stream(plan, record, ident, out_headers, t0)
+        else:
+            done = await self.upstreams.complete(plan.model, plan.body)
         record.served_model = done.model.name
         record.attempts += done.attempts - 1
         record.ttfb_ms = (time.perf_counter() - t0) * 1000
         reply = reply_message(done.parsed)
         self.accounts.account(record, plan, usage_of(done.parsed), reply)
         await self.conversations.remember(
-            continuation_key(ident.hashes, reply), ident.conversation, ident.turn
+            continuation_key(ident.hashes, reply), ident.conversation, ident.turn, ident.workflow
         )
         self.learner.after(plan, record, done.parsed, reply, self.loop)
         self.accounts.finish(record, t0)
@@ -136,7 +167,7 @@ class ChatService:
     ) -> ChatResult:
         async def on_answer(reply: dict[str, Any]) -> None:
             await self.conversations.remember(
-                continuation_key(ident.hashes, reply), ident.conversation, ident.turn
+                continuation_key(ident.hashes, reply), ident.conversation, ident.turn, ident.workflow
             )
             self.learner.after(plan, record, {"choices": [{"index": 0, "message": reply}]}, reply, self.loop)
 

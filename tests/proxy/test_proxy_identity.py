@@ -136,3 +136,126 @@ def test_explicit_conversation_header(start_gateway):
     assert convs == ["conv-42", "conv-42"]
     rows = gw.wait_records(2)
     assert [r["turn"] for r in rows] == [1, 2]
+
+
+PROCEDURE = "You are the support assistant of Acme Shop.\nFind out what the customer needs and help them."
+
+
+def _step_request(step: str, *, one_message: bool) -> list[dict]:
+    if one_message:
+        system = f"{PROCEDURE}\nCurrent step: {step}.\nToday's date: 2026-12-0{len(step) % 9 + 1}.\n"
+        return [{"role": "system", "content": system + f"The customer's name is {step.title()} Byron."}]
+    return [
+        {"role": "system", "content": PROCEDURE + "\nCustomer name: Ada Lovelace."},
+        {"role": "system", "content": f"Now: {step}. Do what this step says, nothing else."},
+    ]
+
+
+@pytest.mark.parametrize("one_message", [False, True])
+def test_per_step_system_text_does_not_split_the_workflow(one_message):
+    names = {
+        fingerprint_workflow(_step_request(step, one_message=one_message), TOOLS)
+        for step in ("ask_intent", "lookup_order", "goodbye", "handover")
+    }
+    assert len(names) == 1, names
+    assert next(iter(names))[0].startswith("support-acme-shop-")
+    other = [{"role": "system", "content": "You are the billing assistant of Acme Shop.\nRefund orders."}]
+    assert fingerprint_workflow(other, TOOLS)[1] != next(iter(names))[1]
+
+
+def test_auto_name_is_the_same_in_another_process():
+    import subprocess
+    import sys
+
+    msgs = _step_request("ask_intent", one_message=False)
+    code = (
+        "import json,sys; from gateway.proxy.identity import fingerprint_workflow as f; "
+        "print(json.dumps(f(json.loads(sys.argv[1]), json.loads(sys.argv[2]))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(msgs), json.dumps(TOOLS)], capture_output=True, check=True, text=True
+    ).stdout
+    assert tuple(json.loads(out)) == fingerprint_workflow(msgs, TOOLS)
+
+
+def test_stitched_turns_inherit_the_first_turns_workflow(start_gateway):
+    """Turn 1 names the workflow; later turns without the header (or with a new step) stay in it."""
+    gw = start_gateway()
+    c = client(gw)
+    messages = [{"role": "system", "content": "You book trains."}, {"role": "user", "content": "hi"}]
+    raw = c.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=messages, extra_headers={"X-Tiergate-Workflow": "trains"}
+    )
+    assert raw.headers["x-tiergate-workflow"] == "trains"
+    messages += [{"role": "assistant", "content": raw.parse().choices[0].message.content}]
+    messages += [{"role": "system", "content": "Step: confirm."}, {"role": "user", "content": "ok"}]
+    raw2 = c.chat.completions.with_raw_response.create(model="gpt-4o", messages=messages)
+    assert raw2.headers["x-tiergate-workflow"] == "trains"
+    assert raw2.headers["x-tiergate-conversation"] == raw.headers["x-tiergate-conversation"]
+    rows = gw.wait_records(2)
+    assert [(r["workflow"], r["turn"]) for r in rows] == [("trains", 1), ("trains", 2)]
+
+
+@pytest.mark.parametrize(
+    ("sent", "shown"),
+    [
+        ({"extra_headers": {"X-Tiergate-Workflow": "caf%C3%A9"}}, "café"),
+        ({"extra_headers": {"X-Tiergate-Workflow": "UTF-8''%E6%97%A5%E6%9C%AC%E8%AA%9E"}}, "日本語"),
+        ({"metadata": {"workflow": "日本語"}}, "日本語"),
+        ({"metadata": {"workflow": "café"}}, "café"),
+    ],
+)
+def test_unicode_workflow_names_are_stored_and_echoed_encoded(start_gateway, sent, shown):
+    from urllib.parse import unquote
+
+    gw = start_gateway()
+    raw = client(gw).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], **sent
+    )
+    assert raw.status_code == 200
+    header = raw.headers["x-tiergate-workflow"]
+    assert header.isascii() and unquote(header) == shown
+    assert gw.wait_records(1)[-1]["workflow"] == shown
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        {"extra_headers": {"X-Tiergate-Workflow": "a%0D%0AX-Evil: 1"}},
+        {"extra_headers": {"X-Tiergate-Workflow": "bad%E6"}},
+        {"metadata": {"workflow": "line\nbreak"}},
+        {"metadata": {"workflow": "nul\x00"}},
+    ],
+)
+def test_control_characters_in_a_workflow_name_are_refused_before_the_upstream(start_gateway, upstreams, sent):
+    gw = start_gateway()
+    before = len(upstreams["frontier"].log())
+    with pytest.raises(openai.BadRequestError) as err:
+        client(gw).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], **sent)
+    assert err.value.status_code == 400
+    body = err.value.response.json()["error"]
+    assert body["type"] == "invalid_request_error" and "workflow" in body["message"].lower()
+    assert len(upstreams["frontier"].log()) == before
+
+
+def test_a_key_bound_to_a_workflow_cannot_write_another(start_gateway, upstreams):
+    import httpx
+
+    gw = start_gateway(env={"TIERGATE_ADMIN_KEY": "admin-secret-1"})
+    made = httpx.post(
+        f"{gw.url}/api/keys",
+        json={"name": "support-bot", "workflow": "support"},
+        headers={"Authorization": "Bearer admin-secret-1"},
+    ).json()
+    bound = openai.OpenAI(base_url=gw.v1, api_key=made["key"], max_retries=0)
+    before = len(upstreams["frontier"].log())
+    for sent in ({"extra_headers": {"X-Tiergate-Workflow": "billing"}}, {"metadata": {"workflow": "billing"}}):
+        with pytest.raises(openai.PermissionDeniedError, match="bound to the workflow `support`"):
+            bound.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}], **sent)
+    assert len(upstreams["frontier"].log()) == before
+    same = bound.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}], extra_headers={"X-Tiergate-Workflow": "support"}
+    )
+    assert same.headers["x-tiergate-workflow"] == "support"
+    rows = gw.wait_records(1)
+    assert {r["workflow"] for r in rows} == {"support"}
