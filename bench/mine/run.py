@@ -12,7 +12,10 @@ Four kinds of traffic whose procedure is known but never shown to the miner:
 - ``acme-app-no-steps``: the same app without the per-step message (replies are clustered);
 - ``travel-booking``: conversations rendered from ``configs/workflows/travel-booking.yaml``
   (loops up to once), stripped of the renderer's node tags;
-- ``travel-paraphrased``: the same with three phrasings per agent reply.
+- ``travel-paraphrased``: the same with three phrasings per agent reply;
+- ``acme-strays``: the app whose frontier leaves the procedure in 2% of the cases at two points
+  (tracks an order without looking it up; says goodbye without asking for anything else),
+  mined as it is and with ``--noise 0.05``.
 
 Per row: conversations mined / held out, mining time, the true agent steps, how many of them
 some mined node stands for (recovered), further nodes (extra), replay fitness on the held-out
@@ -39,31 +42,36 @@ from compiler.mine.fitness import fitness, step_recovery  # noqa: E402
 from compiler.mine.miner import holdout_split, mine  # noqa: E402
 from compiler.mine.traces import traces_from_records  # noqa: E402
 
+Traffic = tuple[list[dict[str, Any]], list[list[str]], float]  # records, true steps, noise to mine with
 
-def scenarios(n: int) -> dict[str, tuple[list[dict[str, Any]], list[list[str]]]]:
+
+def scenarios(n: int) -> dict[str, Traffic]:
     from test_mine_app import run_app
     from test_mine_travel import CHART, paraphrased, traffic
 
     fc = from_dict(yaml.safe_load(CHART.read_text(encoding="utf-8")))
+    strays = run_app(n, stray=0.02)
     return {
-        "acme-app": run_app(n),
-        "acme-app-no-steps": run_app(n, step_messages=False),
-        "travel-booking": traffic(fc, n),
-        "travel-paraphrased": traffic(paraphrased(fc), n),
+        "acme-app": (*run_app(n), 0.0),
+        "acme-app-no-steps": (*run_app(n, step_messages=False), 0.0),
+        "travel-booking": (*traffic(fc, n), 0.0),
+        "travel-paraphrased": (*traffic(paraphrased(fc), n), 0.0),
+        "acme-strays": (*strays, 0.0),
+        "acme-strays --noise 0.05": (*strays, 0.05),
     }
 
 
-def row(name: str, records: list[dict[str, Any]], truth: list[list[str]], holdout: float) -> dict[str, Any]:
+def row(name: str, records: list[dict[str, Any]], truth: list[list[str]], holdout: float, noise: float) -> dict[str, Any]:
     traces = traces_from_records(records)
     by_id = {t.id: steps for t, steps in zip(traces, truth, strict=True)}
     train, held_out = holdout_split(traces, holdout, seed=0)
     began = time.perf_counter()
-    mined = mine(train, name=name)
+    mined = mine(train, name=name.split()[0], noise=noise)
     seconds = time.perf_counter() - began
-    rec = step_recovery(mined.turn_nodes, [by_id[t.id] for t in train])
+    rec = step_recovery(mined.turn_nodes, [by_id[train[i].id] for i in mined.used])
     fit = fitness(mined, held_out)
     return {
-        "traffic": name, "mined": len(train), "held_out": len(held_out), "seconds": seconds,
+        "traffic": name, "mined": len(mined.used), "held_out": len(held_out), "seconds": seconds,
         "steps": rec.true_steps, "recovered": rec.recovered, "extra": rec.extra,
         "fitness": fit.share, "node_coverage": fit.node_coverage, "edge_coverage": fit.edge_coverage,
         "chart_nodes": len(mined.flowchart.nodes), "hubs": len(mined.flowchart.decision_hubs),
@@ -97,12 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     rows = []
     for n in args.sizes:
-        for name, (records, truth) in scenarios(n).items():
+        for name, (records, truth, noise) in scenarios(n).items():
             if args.traffic:
                 args.traffic.mkdir(parents=True, exist_ok=True)
-                with (args.traffic / f"{name}-{n}.jsonl").open("w", encoding="utf-8") as f:
+                with (args.traffic / f"{name.split()[0]}-{n}.jsonl").open("w", encoding="utf-8") as f:
                     f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-            rows.append(row(name, records, truth, args.holdout))
+            rows.append(row(name, records, truth, args.holdout, noise))
             print(f"{name} x{n}: done", file=sys.stderr)
     text = table(rows)
     command = "python bench/mine/run.py --sizes " + " ".join(map(str, args.sizes)) + f" --holdout {args.holdout}"

@@ -96,7 +96,7 @@ def accepts(
                 if node_labels.get(target) == action and target not in nxt:
                     nxt[target] = walked + path
         if not nxt:
-            want = _show(action)
+            want = next((n for n, lab in node_labels.items() if lab == action), _show(action))
             return False, f"turn {k + 1}: `{want}` never follows `{prev}`", _nodes(fc, states), _edges(states)
         states = nxt
         prev = next(iter(nxt))

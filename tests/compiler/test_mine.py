@@ -159,7 +159,7 @@ def test_fitness_names_the_conversations_that_do_not_fit() -> None:
     report = fitness(mined, held)
     assert (report.conversations, report.fitting, report.share) == (4, 1, 0.25)
     reasons = dict(report.misfits)
-    assert reasons["conversation 2"] == "turn 1: `tool:get_weather` never follows `start`"
+    assert reasons["conversation 2"] == "turn 1: `get_weather` never follows `start`"
     assert reasons["conversation 3"] == "ends at `which_city_would_you`, where the workflow does not end"
     assert reasons["conversation 4"] == "turn 1: a reply like no mined step"
     # The give-up branch (its edge and terminal) is the only part not walked.

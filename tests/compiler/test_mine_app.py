@@ -90,8 +90,9 @@ ETAS = ["3 December", "5 December", "9 December", "12 December"]
 class App:
     """One run of the orchestrated app with its scripted customer and frontier."""
 
-    def __init__(self, seed: int, step_messages: bool = True) -> None:
+    def __init__(self, seed: int, step_messages: bool = True, stray: float = 0.0) -> None:
         self.step_messages = step_messages
+        self.stray = stray  # chance, at two points, that the frontier leaves the procedure
         self.rng = random.Random(f"acme|{seed}")
         r = self.rng
         self.values = {
@@ -147,7 +148,9 @@ class App:
             self.user({"track": "Where is my order?", "return": "I want to return an item.",
                        "address": "I need to change my delivery address."}[intent])
             self.say("ask_order_id")
-            if not self._lookup():
+            if intent == "track" and r.random() < self.stray:  # strays: tracks without looking the order up
+                self.user("It's {order_id}.")
+            elif not self._lookup():
                 break
             if intent == "track":
                 self.call("track_shipment", {"order_id": v["order_id"]},
@@ -173,6 +176,9 @@ class App:
                 self.call("update_address", {"order_id": v["order_id"], "address": v["address"]}, {"ok": True})
                 self.say("confirm_address")
             self.user(r.choice(["Great, thanks.", "Thank you.", "Perfect."]))
+            if r.random() < self.stray:  # strays: says goodbye without asking for anything else
+                self.say("goodbye")
+                return self._done()
             self.say("anything_else")
             if _round == 2 or r.random() > 0.25:
                 self.user(r.choice(["No, that's all, thanks.", "No thank you."]))
@@ -203,10 +209,10 @@ class App:
         return {"messages": self.messages, "tools": TOOLS}, self.steps
 
 
-def run_app(n: int, step_messages: bool = True) -> tuple[list[dict[str, Any]], list[list[str]]]:
+def run_app(n: int, step_messages: bool = True, stray: float = 0.0) -> tuple[list[dict[str, Any]], list[list[str]]]:
     records, steps = [], []
     for seed in range(n):
-        record, walked = App(seed, step_messages).run()
+        record, walked = App(seed, step_messages, stray).run()
         records.append(record)
         steps.append(walked)
     return records, steps
@@ -340,3 +346,28 @@ def test_without_step_messages_replies_are_clustered_into_the_same_steps() -> No
     rec = step_recovery(mined.turn_nodes, [truth[t.id] for t in train])
     assert rec.share >= 0.9 and rec.extra_share <= 0.1, rec.mapping
     assert fitness(mined, held_out).share >= 0.95
+
+
+def strayed(steps: list[str]) -> bool:
+    pairs = set(zip(steps, steps[1:]))
+    return ("ask_order_id", "track_shipment") in pairs or any(
+        (a, "goodbye") in pairs for a in ("report_status", "confirm_return", "confirm_address"))
+
+
+def test_noise_sets_aside_exactly_the_conversations_where_the_frontier_strayed() -> None:
+    records, steps = run_app(400, stray=0.02)  # below the noise share at both points where it strays
+    traces = traces_from_records(records)
+    truth = {t.id: s for t, s in zip(traces, steps, strict=True)}
+    train, held_out = holdout_split(traces, 0.2, seed=0)
+    everything = mine(train)
+    assert everything.outliers == []
+    assert ("ask_order_id_answer", "track_shipment") in {(e.source, e.target) for e in everything.flowchart.edges}
+    clean = mine(train, noise=0.05)
+    assert set(clean.outliers) == {t.id for t in train if strayed(truth[t.id])} != set()
+    assert "ask_order_id_answer" not in clean.flowchart.nodes  # one way on again: no hub
+    rec = step_recovery(clean.turn_nodes, [truth[train[i].id] for i in clean.used])
+    assert rec.recovered == 17 and rec.extra == 0
+    report = fitness(clean, held_out)
+    misfits = {cid for cid, _ in report.misfits}
+    assert misfits == {t.id for t in held_out if strayed(truth[t.id])}  # the strays, and only them, do not fit
+    assert any("`track_shipment` never follows `ask_order_id`" in why for _, why in report.misfits)
