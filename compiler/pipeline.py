@@ -178,13 +178,12 @@ def compile_workflow(
     t = time.monotonic()
     fc = check(load_flowchart(flowchart))
 
+    import torch
     from accelerate import PartialState
     from transformers.utils import logging as hf_logging
 
     # one process, or every rank of `accelerate launch` / torchrun: the main one renders the data and, after
-    # training on all ranks, evaluates and writes the artifact; the others wait here and stop after training
-    import torch
-
+    # training on all ranks, evaluates and writes the artifact; the others wait here and stop after training.
     # `cpu=True` without a GPU: then PartialState joins the ranks over gloo (the default would see one process)
     state = PartialState(cpu=not torch.cuda.is_available())
     if state.is_main_process:
