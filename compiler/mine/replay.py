@@ -154,3 +154,23 @@ def replay_passes(report: ReplayReport, min_accuracy: float = 0.95, min_node_acc
         if fig.accuracy < min_node_accuracy:
             reasons.append(f"node `{node}`: accuracy {fig.accuracy:.3f} < {min_node_accuracy}")
     return not reasons, reasons
+
+
+def replay_markdown(report: ReplayReport, title: str = "Replay gate") -> str:
+    """The gate's figures as a markdown section for a compile report: totals, then one row per node."""
+    lines = [
+        f"## {title}",
+        "",
+        f"{report.conversations} held-out captured conversations, {report.turns} agent turns: "
+        f"turn accuracy {report.accuracy:.3f}, conversations right at every turn {report.conversation_share:.3f}.",
+        "",
+        "| node | turns | correct | accuracy | tool turns | exact arguments |",
+        "|---|---|---|---|---|---|",
+    ]
+    for node, fig in sorted(report.per_node.items(), key=lambda kv: (kv[1].accuracy, kv[0])):
+        args = f"{fig.args_exact}/{fig.tool_turns}" if fig.tool_turns else "-"
+        lines.append(f"| {node} | {fig.turns} | {fig.correct} | {fig.accuracy:.3f} | {fig.tool_turns} | {args} |")
+    if report.failures:
+        lines += ["", "First failures:", ""]
+        lines += [f"- {cid}, turn {turn} (`{node}`): {why}" for cid, turn, node, why in report.failures[:10]]
+    return "\n".join(lines) + "\n"

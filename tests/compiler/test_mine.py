@@ -313,3 +313,19 @@ def test_tiergate_flowchart_group_has_mine(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["flowchart", "mine", str(source), "--holdout", "0"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("name: w\n")
+
+
+def test_the_same_traffic_gives_the_same_chart_whatever_the_hash_seed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    source = tmp_path / "w.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in KNOWN * 3), encoding="utf-8")
+    outs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-m", "compiler.mine.cli", str(source)], env=env,
+                              capture_output=True, text=True, timeout=120, check=True)
+        outs.append(done.stdout)
+    assert outs[0] == outs[1] and outs[0].startswith("name: w")

@@ -19,7 +19,7 @@ import yaml
 from compiler.flowchart import from_dict, to_dict, validate
 from compiler.mine.fitness import fitness, step_recovery
 from compiler.mine.miner import MinedWorkflow, holdout_split, mine
-from compiler.mine.replay import replay_gate, replay_passes
+from compiler.mine.replay import replay_gate, replay_markdown, replay_passes
 from compiler.mine.traces import Trace, traces_from_records
 
 PROCEDURE = """You are the support assistant of Acme Shop. Be brief and friendly.
@@ -328,6 +328,10 @@ def test_replay_gate_passes_the_frontier_and_fails_a_wrong_policy(app_mined: Any
 
     def always_goodbye(messages: Any, tools: Any) -> dict[str, Any]:
         return {"role": "assistant", "content": "Thank you for contacting Acme Shop. Have a nice day, goodbye!"}
+
+    text = replay_markdown(bad)
+    assert "| lookup_order |" in text and "not the frontier's call" in text
+    assert text.index("| lookup_order |") < text.index("| ask_intent |")  # worst nodes first
 
     bye = replay_gate(always_goodbye, held_out, mined)
     assert bye.per_node["goodbye"].accuracy == 1.0
