@@ -212,8 +212,13 @@ class ModelPolicy:
         self.end_tokens = [tokenizer.convert_ids_to_tokens(i) for i in sorted(self.stop_ids)]
 
     def prompt_ids(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> list[int]:
+        from .templates import chat_messages
+
+        # as in training: earlier calls' arguments become JSON objects (clients and our parser send strings),
+        # else a template applying `tojson` prompts with strings of strings the model never saw
+        msgs, tool_list = chat_messages({"messages": messages, "tools": list(tools)})
         out = self.tokenizer.apply_chat_template(
-            list(messages), tools=list(tools) or None, add_generation_prompt=True, tokenize=True, return_dict=True
+            msgs, tools=tool_list or None, add_generation_prompt=True, tokenize=True, return_dict=True
         )
         return list(out["input_ids"])
 

@@ -295,3 +295,22 @@ def test_parser_reads_hermes_output_with_and_without_newlines() -> None:
     broken = parse_assistant_text('<tool_call>{"name": "f", "arguments": {"a": 1</tool_call>')
     assert broken["tool_calls"][0]["function"]["name"] == "f"  # kept, and counted wrong by the gate
     assert parse_assistant_text("It is 21 degrees.", []) == {"role": "assistant", "content": "It is 21 degrees."}
+
+
+def test_prompts_hold_earlier_calls_as_objects_as_in_training(qwen_tok: Any, rows: list[dict[str, Any]]) -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from compiler.simulate import ModelPolicy
+
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(qwen_tok), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+    policy = ModelPolicy(model, qwen_tok)
+    row = next(r for r in rows if any(m.get("tool_calls") for m in r["messages"]))
+    k = next(i for i, m in enumerate(row["messages"]) if m.get("tool_calls"))
+    history = row["messages"][: k + 2]  # through the call (arguments a JSON string, as clients send) and its result
+    assert isinstance(history[k]["tool_calls"][0]["function"]["arguments"], str)
+    prompt = qwen_tok.decode(policy.prompt_ids(history, row["tools"]))
+    messages, tools = chat_messages({"messages": history, "tools": row["tools"]})
+    assert prompt == render(qwen_tok, messages, tools, generation_prompt=True)  # the training rendering
+    assert '"arguments": {"city": "Oslo"}' in prompt
+    assert policy.stop_ids == {qwen_tok.convert_tokens_to_ids("<|im_end|>")}
