@@ -491,25 +491,33 @@ def _tool_issues(fc: Flowchart, n: Node) -> list[Issue]:
     return out
 
 
-def _needs_utterance(fc: Flowchart, edge: Edge, seen: frozenset[int] = frozenset()) -> list[Edge]:
+def _needs_utterance(fc: Flowchart, edge: Edge) -> list[Edge]:
     """Edges after a spoken turn that leave the user nothing to say.
 
     Decisions are looked through: each branch of a decision the user drives needs its
-    own utterances, since the user's words are what tells the branches apart.
+    own utterances, since the user's words are what tells the branches apart. Each edge
+    is looked at once (a chart with many decision loops would otherwise take
+    exponential time: one imported drawing took minutes).
     """
-    if edge.target not in fc.nodes:
-        return []
-    target = fc.nodes[edge.target]
-    if edge.utterances and target.kind != "decision":
-        return []
-    if target.kind == "terminal" and not target.speaks:
-        return []  # the conversation simply ends
-    if target.kind != "decision":
-        return [edge]
     missing: list[Edge] = []
-    for i in fc.out_edge_indexes(target.id):
-        if i not in seen:
-            missing.extend(_needs_utterance(fc, fc.edges[i], seen | {i}))
+    seen: set[int] = set()
+    todo = [edge]
+    while todo:
+        e = todo.pop()
+        if e.target not in fc.nodes:
+            continue
+        target = fc.nodes[e.target]
+        if e.utterances and target.kind != "decision":
+            continue
+        if target.kind == "terminal" and not target.speaks:
+            continue  # the conversation simply ends
+        if target.kind != "decision":
+            missing.append(e)
+            continue
+        for i in reversed(fc.out_edge_indexes(target.id)):
+            if i not in seen:
+                seen.add(i)
+                todo.append(fc.edges[i])
     return missing
 
 

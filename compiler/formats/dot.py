@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 
 from compiler.flowchart import Flowchart, FlowchartError
-from compiler.formats.drawing import DrawnEdge, DrawnNode, Shape, from_graph
+from compiler.formats.drawing import DrawnEdge, DrawnNode, Shape, clean_label, from_graph
 
 _DECISION = {"diamond", "rhombus", "hexagon"}
 # Mdiamond / Msquare: Graphviz's own examples mark start and end with them.
@@ -43,6 +43,7 @@ _OVAL = {
 }
 _TOOL = {"box3d", "component", "cds", "tab", "folder"}
 _KEYWORDS = {"graph", "digraph", "subgraph", "node", "edge", "strict"}
+_HTML = "\x00html:"  # prefix of an attribute value written as an HTML string `<...>`
 
 _TOKEN = re.compile(
     r"""
@@ -64,6 +65,7 @@ class _Tok:
     kind: str  # id, edgeop, punct, end
     value: str
     line: int
+    quoted: str = ""  # "string" or "html" for quoted IDs: never keywords, labels cleaned by kind
 
 
 def _tokenize(text: str, source: str) -> list[_Tok]:
@@ -92,20 +94,20 @@ def _tokenize(text: str, source: str) -> list[_Tok]:
                     f"`{source}` line {line}: an HTML label `<...>` is never closed; add the `>`"
                 )
             value = text[pos : end + 1]
-            inner = re.sub(r"<br\s*/?>", " ", value[1:-1], flags=re.I)
-            toks.append(_Tok("id", " ".join(re.sub(r"<[^>]*>", "", inner).split()), line))
+            toks.append(_Tok("id", value[1:-1], line, "html"))
             line += value.count("\n")
             pos = end + 1
             continue
         if kind == "string":
-            body = value[1:-1].replace('\\"', '"')
-            body = re.sub(r"\\[nlr]", " ", body).replace("\\\n", "")
+            # DOT escapes only `\"` (and a backslash-newline continues the line); `\n`, `\l`,
+            # `\N` are label escapes, read where the label is.
+            body = value[1:-1].replace('\\"', '"').replace("\\\n", "").replace("\\\r\n", "")
             # "a" + "b" concatenation
             if toks and toks[-1].kind == "plus":
                 toks.pop()
                 toks[-1].value += body
             else:
-                toks.append(_Tok("id", body, line))
+                toks.append(_Tok("id", body, line, "string"))
         elif kind == "id":
             toks.append(_Tok("id", value, line))
         elif kind in ("edgeop", "punct"):
@@ -132,7 +134,10 @@ class _Parser:
         self.node_attrs: dict[str, dict[str, str]] = {}
         self.edges: list[DrawnEdge] = []
         self.mentioned: list[list[str]] = []  # node ids named inside each open subgraph
+        self.scopes: list[dict[str, str]] = [{}]  # graph attributes of each open (sub)graph
         self.name = ""
+        self.strict = False
+        self.seen_edges: set[tuple[str, str]] = set()
 
     def fail(self, msg: str, tok: _Tok | None = None) -> FlowchartError:
         tok = tok or self.toks[self.i]
@@ -157,10 +162,19 @@ class _Parser:
             return True
         return False
 
+    def keyword(self, offset: int = 0) -> str:
+        """The keyword at ``offset`` (lower case: DOT keywords ignore case), or "" for a name or quoted ID."""
+        tok = self.peek(offset)
+        if tok.kind == "id" and not tok.quoted and tok.value.lower() in _KEYWORDS:
+            return tok.value.lower()
+        return ""
+
     def graph(self) -> None:
-        self.accept("id", "strict")
+        if self.keyword() == "strict":
+            self.i += 1
+            self.strict = True
         head = self.peek()
-        if head.kind != "id" or head.value.lower() not in ("graph", "digraph"):
+        if self.keyword() not in ("graph", "digraph"):
             got = head.value if head.kind != "end" else "an empty file"
             raise self.fail(
                 f"expected `digraph` or `graph`, got `{got}`; a DOT file starts with `digraph NAME {{`"
@@ -185,16 +199,20 @@ class _Parser:
 
     def stmt(self, node_defaults: dict[str, str], edge_defaults: dict[str, str]) -> None:
         tok = self.peek()
-        if tok.kind == "id" and tok.value.lower() in ("node", "edge", "graph") and self.peek(1).value == "[":
+        word = self.keyword()
+        if word in ("node", "edge", "graph") and self.peek(1).value == "[":
             self.i += 1
             attrs = self.attr_lists()
-            if tok.value.lower() == "node":
+            if word == "node":
                 node_defaults.update(attrs)
-            elif tok.value.lower() == "edge":
+            elif word == "edge":
                 edge_defaults.update(attrs)
+            else:
+                self.scopes[-1].update(attrs)
             return
-        if tok.kind == "id" and self.peek(1).kind == "punct" and self.peek(1).value == "=":
-            self.i += 3  # graph attribute `a = b`
+        if tok.kind == "id" and not word and self.peek(1).kind == "punct" and self.peek(1).value == "=":
+            self.i += 2  # graph attribute `a = b`
+            self.scopes[-1][tok.value.lower()] = self.take("id").value
             return
         left = self.operand(node_defaults, edge_defaults)
         if self.peek().kind != "edgeop":
@@ -219,26 +237,41 @@ class _Parser:
         for a_group, b_group in zip(chain, chain[1:], strict=False):
             for a in a_group:
                 for b in b_group:
-                    self.edges.append(DrawnEdge(a, b, label, tok.line))
+                    if self.strict:  # a strict graph merges repeated edges (both ways when undirected)
+                        key = (a, b) if self.directed else (min(a, b), max(a, b))
+                        if key in self.seen_edges:
+                            continue
+                        self.seen_edges.add(key)
+                    self.edges.append(DrawnEdge(a, b, _label_text(label, a, self.name), tok.line))
 
     def operand(self, node_defaults: dict[str, str], edge_defaults: dict[str, str]) -> list[str]:
         tok = self.peek()
-        if (tok.kind == "id" and tok.value.lower() == "subgraph") or (
-            tok.kind == "punct" and tok.value == "{"
-        ):
+        if self.keyword() == "subgraph" or (tok.kind == "punct" and tok.value == "{"):
+            sub_name = ""
             if tok.kind == "id":
                 self.i += 1
                 if self.peek().kind == "id":
-                    self.i += 1
+                    sub_name = self.take("id").value
             self.mentioned.append([])
+            self.scopes.append({})
             self.take("punct", "{")
             self.stmt_list(node_defaults, edge_defaults)
             self.take("punct", "}")
-            inside = list(dict.fromkeys(self.mentioned.pop()))
+            scope = self.scopes.pop()
+            # Graphviz walks a subgraph's nodes in the order they were first created in the graph
+            # (not as listed), which decides the edge order and, in a strict graph, which way round
+            # a repeated edge is kept.
+            order = {nid: k for k, nid in enumerate(self.nodes)}
+            inside = sorted(dict.fromkeys(self.mentioned.pop()), key=order.__getitem__)
+            group = _label_text(scope.get("label", ""), sub_name, self.name) or sub_name
+            if group:  # a named subgraph or cluster groups its nodes; the innermost one wins
+                for nid in inside:
+                    if self.nodes[nid].group is None:
+                        self.nodes[nid].group = group
             if self.mentioned:
                 self.mentioned[-1].extend(inside)
             return inside
-        if tok.kind != "id" or tok.value.lower() in _KEYWORDS:
+        if tok.kind != "id" or self.keyword():
             got = tok.value if tok.kind != "end" else "the end of the file"
             raise self.fail(f"expected a node name, got `{got}`")
         self.i += 1
@@ -259,19 +292,19 @@ class _Parser:
             while not self.accept("punct", "]"):
                 key = self.take("id")
                 if self.accept("punct", "="):
-                    attrs[key.value.lower()] = self.take("id").value
+                    value = self.take("id")
+                    # an HTML label keeps a marker so that the label reader knows to strip its tags
+                    attrs[key.value.lower()] = _HTML + value.value if value.quoted == "html" else value.value
                 else:
                     attrs[key.value.lower()] = "true"
                 self.accept("punct", ",") or self.accept("punct", ";")
         return attrs
 
 
-def parse_dot(text: str, name: str = "workflow", source: str = "<dot>") -> Flowchart:
-    """Parse DOT text; raises :class:`FlowchartError` naming the line at fault."""
+def parse_graph(text: str, source: str = "<dot>") -> tuple[dict[str, DrawnNode], list[DrawnEdge], str]:
+    """The drawing as Graphviz reads it: nodes in creation order, edges, and the graph's name."""
     parser = _Parser(_tokenize(text, source), source)
     parser.graph()
-    if not parser.nodes:
-        raise FlowchartError(f"`{source}`: the graph has no nodes; draw at least a start and an end")
     for nid, node in parser.nodes.items():
         attrs = parser.node_attrs[nid]
         shape = attrs.get("shape", "").lower()
@@ -285,6 +318,24 @@ def parse_dot(text: str, name: str = "workflow", source: str = "<dot>") -> Flowc
         elif not shape:
             kind = "oval"  # Graphviz draws an ellipse when no shape is given
         node.shape = kind
-        node.label = attrs.get("label", "") if attrs.get("label", "") not in ("", "\\N") else nid
+        node.drawn = shape or "ellipse"
+        node.label = _label_text(attrs.get("label", "\\N"), nid, parser.name) or nid
         node.attrs = {k: v for k, v in attrs.items() if k in ("kind", "tool", "outcome")}
-    return from_graph(parser.name or name, source, parser.nodes, parser.edges)
+    return parser.nodes, parser.edges, parser.name
+
+
+def parse_dot(text: str, name: str = "workflow", source: str = "<dot>") -> Flowchart:
+    """Parse DOT text; raises :class:`FlowchartError` naming the line at fault."""
+    nodes, edges, graph_name = parse_graph(text, source)
+    if not nodes:
+        raise FlowchartError(f"`{source}`: the graph has no nodes; draw at least a start and an end")
+    return from_graph(graph_name or name, source, nodes, edges)
+
+
+def _label_text(label: str, obj: str, graph: str) -> str:
+    """A DOT label as plain text: HTML labels stripped of tags, escapes `\\N` `\\G` `\\n` `\\l` `\\r` read."""
+    if label.startswith(_HTML):
+        return clean_label(label[len(_HTML):])
+    text = label.replace("\\N", obj).replace("\\G", graph).replace("\\E", obj)
+    text = re.sub(r"\\[nlr]", " ", text).replace("\\\\", "\\")
+    return " ".join(text.split())

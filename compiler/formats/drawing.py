@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from collections.abc import Iterable, Mapping
@@ -30,6 +31,7 @@ from compiler.flowchart import (
     Node,
     NodeKind,
     Outcome,
+    strongly_connected,
 )
 
 Shape = Literal["rect", "round", "oval", "decision", "tool"]
@@ -103,16 +105,44 @@ def _fresh_id(base: str, taken: Mapping[str, object]) -> str:
     return nid
 
 
-def _pick_start(nodes: Mapping[str, DrawnNode], edges: list[DrawnEdge]) -> tuple[str, list[str]]:
-    """The start node and the other entry points (nodes with edges out and none in)."""
-    explicit = [n.id for n in nodes.values() if n.attrs.get("kind") == "start"]
-    if explicit:
-        return explicit[0], []
-    incoming = {e.target for e in edges}
-    roots = [n for n in nodes.values() if n.id not in incoming]
-    preferred = [n for n in roots if n.shape in ("oval", "round") or _START_WORDS.search(n.label or n.id)]
-    pick = (preferred or roots or list(nodes.values()))[0].id
-    return pick, [n.id for n in roots if n.id != pick]
+def _components(nodes: Mapping[str, DrawnNode], edges: list[DrawnEdge]) -> list[list[str]]:
+    """Strongly connected components, each in file order (Tarjan's, via the model's own)."""
+    probe = Flowchart(
+        name="",
+        system_prompt="",
+        start="",
+        nodes={nid: Node(nid, "agent", nid) for nid in nodes},
+        edges=tuple(Edge(e.source, e.target) for e in edges),
+    )
+    order = {nid: k for k, nid in enumerate(nodes)}
+    comps = [sorted(c, key=order.__getitem__) for c in strongly_connected(probe)]
+    return sorted(comps, key=lambda c: order[c[0]])
+
+
+def _looks_like_start(n: DrawnNode) -> bool:
+    return n.shape in ("oval", "round") or bool(_START_WORDS.search(n.label or n.id))
+
+
+def _entries(nodes: Mapping[str, DrawnNode], edges: list[DrawnEdge], comps: list[list[str]]) -> list[str]:
+    """One node per part of the drawing nothing leads into: where a conversation can begin.
+
+    A root (no incoming edge) is its own part; a loop that nothing enters is one part,
+    entered at its start-looking node or else its first node in the file. Explicit
+    ``kind=start`` nodes come first.
+    """
+    comp_of = {nid: i for i, comp in enumerate(comps) for nid in comp}
+    entered = {comp_of[e.target] for e in edges if comp_of[e.source] != comp_of[e.target]}
+    picks = []
+    for i, comp in enumerate(comps):
+        if i in entered:
+            continue
+        members = [nodes[m] for m in comp]
+        pick = next((n for n in members if n.attrs.get("kind") == "start"), None)
+        pick = pick or next((n for n in members if _looks_like_start(n)), members[0])
+        picks.append(pick)
+    explicit = [n.id for n in picks if n.attrs.get("kind") == "start"]
+    preferred = [n.id for n in picks if n.id not in explicit and _looks_like_start(n)]
+    return explicit + preferred + [n.id for n in picks if n.id not in explicit and n.id not in preferred]
 
 
 def _infer_kind(n: DrawnNode, start: str, has_out: bool) -> str:
@@ -140,24 +170,26 @@ def from_graph(
     to a human"), its outcome is read from the label; otherwise it is a **hand-off**
     (outcome ``handoff``: the conversation continues in another chart or team), with a
     note naming it. Repairs, each with a note: nodes connected to nothing are left out;
-    several entry points get one start node leading to each; a chart that opens on a
-    decision, tool or end gets a start node before it.
+    several entry points (roots, or loops nothing leads into) get one start node leading to
+    each; a chart that opens on a decision, tool or end gets a start node before it; a
+    loop with no way out gets a hand-off exit. So every drawing its own tool accepts comes
+    out with no structural issue, unless its explicit ``kind``/``outcome`` say otherwise.
     """
     edge_list = list(edges)
     notes: list[str] = []
     where = f"`{source}`"
     if edge_list:
         linked = {e.source for e in edge_list} | {e.target for e in edge_list}
-        isolated = [
-            n.id for n in nodes.values() if n.id not in linked and n.attrs.get("kind") not in ("start",)
-        ]
+        isolated = [n.id for n in nodes.values() if n.id not in linked and n.attrs.get("kind") != "start"]
         if isolated:
             notes.append(
                 f"{where}: {_names(isolated, verb=False)} connected to no other node; left out of the chart"
             )
             nodes = {k: v for k, v in nodes.items() if k not in isolated}
     outgoing = {e.source for e in edge_list}
-    start, other_roots = _pick_start(nodes, edge_list)
+    comps = _components(nodes, edge_list)
+    entries = _entries(nodes, edge_list, comps)
+    start = entries[0] if entries else ""
     built: dict[str, Node] = {}
     handoffs: list[str] = []
     for n in nodes.values():
@@ -193,14 +225,21 @@ def from_graph(
             "terminal(s) (outcome `handoff`): mark real ends with an oval/stadium shape or an ending label"
         )
     chart_edges = [Edge(e.source, e.target, condition=e.label.strip()) for e in edge_list]
-    if built and (other_roots or built[start].kind not in ("start", "agent")):
-        entries = [start, *other_roots]
+    chart_edges += _close_loops(comps, edge_list, built, notes, where)
+    if built and (len(entries) > 1 or built[start].kind not in ("start", "agent")):
         new = _fresh_id("start", built)
+        for r in entries:  # the entries become ordinary steps behind the one start
+            if built[r].kind == "start" and nodes[r].attrs.get("kind") != "start":
+                built[r] = dataclasses.replace(built[r], kind="agent")
         built = {new: Node(new, "start", "The conversation starts."), **built}
-        chart_edges = [Edge(new, r, condition=built[r].text if other_roots else "") for r in entries] + chart_edges
+        several = len(entries) > 1
+        chart_edges = [
+            Edge(new, r, condition=built[r].text if several else "") for r in entries
+        ] + chart_edges
         notes.append(
             f"{where}: added a start node `{new}` leading to {_names(entries, verb=False)}"
-            + (" (the drawing has several entry points)" if other_roots else " (a chart opens on a spoken step)")
+            + (" (the drawing has several entry points)" if several else " (the drawing opens on a "
+               f"`{built[start].kind}` node)")
         )
         start = new
     # Stub schemas so the converted YAML shows where each tool's parameters go.
@@ -225,6 +264,28 @@ def from_graph(
         source=source,
         notes=tuple(notes),
     )
+
+
+def _close_loops(
+    comps: list[list[str]], edges: list[DrawnEdge], built: dict[str, Node], notes: list[str], where: str
+) -> list[Edge]:
+    """A hand-off exit for every loop the drawing gives no way out of (else the chart could never end)."""
+    comp_of = {nid: i for i, comp in enumerate(comps) for nid in comp}
+    looped = {comp_of[e.source] for e in edges if comp_of[e.source] == comp_of[e.target]}
+    left = {comp_of[e.source] for e in edges if comp_of[e.source] != comp_of[e.target]}
+    added: list[Edge] = []
+    for i in sorted(looped - left):
+        comp = comps[i]
+        if any(built[m].kind == "terminal" for m in comp):
+            continue  # an explicit terminal inside: validation names the real problem
+        exit_id = _fresh_id(f"{comp[0]}_handoff", built)
+        built[exit_id] = Node(exit_id, "terminal", "The conversation continues elsewhere.", outcome="handoff")
+        added.append(Edge(comp[0], exit_id, condition="the loop ends"))
+        loop = " -> ".join(f"`{m}`" for m in comp)
+        notes.append(
+            f"{where}: the loop {loop} has no way out; added a hand-off exit `{exit_id}` from `{comp[0]}`"
+        )
+    return added
 
 
 def _names(ids: list[str], verb: bool = True) -> str:

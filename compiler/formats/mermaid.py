@@ -402,13 +402,15 @@ class _Parser:
     def node_group(self) -> list[str]:
         ids = [self.styled_vertex()]
         while True:
+            pending: tuple[str, int] | None = None
             if self.at("SHAPE_DATA"):
                 j = self.i
                 while self.toks[j].type == "SHAPE_DATA":
                     j += 1
                 if not (self.toks[j].type == "SPACE" and self.toks[j + 1].type == "AMP"):
                     return ids
-                self.shape_data(ids[-1])
+                pending = (ids[-1], self.i)  # Mermaid applies it once the next node is read
+                self.i = j
             if not (self.at("SPACE") and self.peek(1).type == "AMP"):
                 return ids
             self.i += 2
@@ -418,6 +420,10 @@ class _Parser:
             if not self.at(*_ID_TOKENS):
                 raise self.unexpected("a node after `&`")
             ids.append(self.styled_vertex())
+            if pending is not None:
+                resume, self.i = self.i, pending[1]
+                self.shape_data(pending[0])
+                self.i = resume
 
     def styled_vertex(self) -> str:
         nid = self.vertex_shape()
