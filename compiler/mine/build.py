@@ -33,6 +33,7 @@ from compiler.mine.traces import Trace
 
 MAX_UTTERANCES = 8
 MAX_SAY = 3
+_SLOT = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 _STEP_PREFIX = re.compile(r"^\W*(current\s+|next\s+)?(step|stage|task)\b\s*\d*\s*[:\-–—]?\s*", re.I)
 # `verify_identity ...`, `handover. Hand over...`, `greet: Say hello`: the step's own name.
 _IDENT = re.compile(r"^([A-Za-z][A-Za-z0-9]*(?:[_\-][A-Za-z0-9]+)+)\b|^([A-Za-z][A-Za-z0-9]*)\s*[.:]")
@@ -145,6 +146,61 @@ class _Evidence:
             self.result.setdefault(key, Counter())[slots.mask(results[-1].strip(), binding)] += 1
 
 
+def _shape(results: Counter[str]) -> str | None:
+    """What a branch's tool results say, with what varies between conversations blanked.
+
+    ``{"status": "confirmed", "ref": *}`` and ``{"status": "payment_declined", "ref": null}``
+    differ; two branches after a lookup that both get ``{"order_id": *, "status": "shipped"}``
+    do not, whatever order each conversation looked up.
+    """
+    seen: dict[str, set[str]] = {}
+    for text in results:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = text
+        for path, value in _paths(data, ""):
+            seen.setdefault(path, set()).add(value)
+    if not seen:
+        return None
+    # A slot placeholder varies by definition, whether or not this branch's sample shows it varying.
+    return json.dumps(
+        {p: (next(iter(v)) if len(v) == 1 and not _SLOT.search(next(iter(v))) else "*") for p, v in sorted(seen.items())}
+    )
+
+
+def _paths(data: Any, at: str) -> list[tuple[str, str]]:
+    if isinstance(data, dict):
+        return [pv for k, v in data.items() for pv in _paths(v, f"{at}.{k}")]
+    if isinstance(data, list):
+        return [pv for v in data for pv in _paths(v, f"{at}[]")] or [(at, "[]")]
+    return [(at, json.dumps(data))]
+
+
+def _alike(hub: str, branches: Sequence[tuple[str, frozenset[str] | str | None]], from_tool: bool) -> list[str]:
+    """Branches of one hub that the conversation at the hub cannot tell apart.
+
+    The choice was made earlier (an intent stated three turns before), which a flowchart
+    cannot remember: conversations rendered from the chart would contradict each other.
+    """
+    out = []
+    for i, (a, sig_a) in enumerate(branches):
+        for b, sig_b in branches[i + 1:]:
+            if from_tool:
+                same = sig_a is not None and sig_a == sig_b
+                what = "results alike"
+            else:
+                shared = sorted(sig_a & sig_b) if isinstance(sig_a, frozenset) and isinstance(sig_b, frozenset) else []
+                same = bool(shared)
+                what = f"the same words (`{shared[0][:60]}`)" if shared else ""
+            if same:
+                out.append(
+                    f"hub `{hub}`: `{a}` and `{b}` follow {what}; what chose between them came earlier in the "
+                    "conversation: edit these edges before rendering conversations from the chart"
+                )
+    return out
+
+
 def build_flowchart(
     graph: Graph,
     traces: Sequence[Trace],
@@ -159,6 +215,7 @@ def build_flowchart(
     nodes: dict[str, Node] = {"start": Node("start", "start", "The conversation opens.")}
     labels: dict[str, str] = {}
     edges: list[Edge] = []
+    notes: list[str] = []
     schemas: dict[str, dict[str, Any]] = {}
     for trace in traces:
         for t in trace.tools:
@@ -195,6 +252,7 @@ def build_flowchart(
         sid = ids[src]
         from_tool = src != START and graph.nodes[src].startswith(TOOL)
         branches: list[Edge] = []
+        signatures: list[tuple[str, frozenset[str] | str | None]] = []
         for dst, _count in outs:
             if dst == END:
                 tid = f"{sid}_end"
@@ -211,6 +269,8 @@ def build_flowchart(
                 condition = ""
             result = results[0] if from_tool and results and len(outs) > 1 else None
             branches.append(Edge(sid, ids[dst], condition, utterances, result))
+            seen = ev.result.get((src, dst), Counter()) if from_tool else ev.user.get((src, dst), Counter())
+            signatures.append((ids[dst], _shape(seen) if from_tool else frozenset(seen)))
         if len(branches) == 1:
             edges.append(branches[0])
             continue
@@ -223,6 +283,7 @@ def build_flowchart(
         nodes[hub] = Node(hub, "decision", question)
         edges.append(Edge(sid, hub))
         edges.extend(Edge(hub, b.target, b.condition, b.utterances, b.result) for b in branches)
+        notes.extend(_alike(hub, signatures, from_tool))
     fc = Flowchart(
         name=name,
         system_prompt=split.persona(),
@@ -232,5 +293,6 @@ def build_flowchart(
         slots={s.name: s.values for s in slots.slots},
         tools=tuple(schemas.values()),
         description=f"Mined from {len(traces)} captured conversations by `tiergate flowchart mine`.",
+        notes=tuple(notes),
     )
     return fc, labels, {n: i for n, i in ids.items() if n != START}

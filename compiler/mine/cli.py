@@ -83,6 +83,7 @@ def report_lines(mined: MinedWorkflow, fit: FitnessReport | None, misfits: int =
             lines.append(f"  does not fit:   {cid}: {why}")
         if len(fit.misfits) > misfits:
             lines.append(f"  ... and {len(fit.misfits) - misfits} more")
+    lines.extend(f"  note:           {note}" for note in fc.notes)
     issues = validate(fc)
     structure = [i for i in issues if i.kind == "structure"]
     lines.extend(f"  ERROR   {i}" for i in structure)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from typing import Any
 
 import pytest
@@ -258,6 +259,11 @@ def test_mined_chart_fits_held_out_conversations_and_passes_check(app_mined: Any
     assert len(fc.decision_hubs) >= 4
     outcomes = {fc.nodes[t].outcome for t in fc.terminals}
     assert {"success", "escalate"} <= outcomes
+    # The intent chosen at the first question decides the branch after the lookup: the chart says so.
+    named = [re.findall(r"`(\w+)`", note)[:3] for note in fc.notes]
+    assert {(hub, frozenset(pair)) for hub, *pair in named} == {
+        ("lookup_order_result", frozenset(p)) for p in
+        [("track_shipment", "ask_reason"), ("track_shipment", "ask_email"), ("ask_reason", "ask_email")]}
 
 
 def test_slots_follow_values_from_the_user_into_tool_calls(app_mined: Any) -> None:

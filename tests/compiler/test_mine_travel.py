@@ -75,6 +75,7 @@ def test_travel_booking_is_recovered_from_its_traffic() -> None:
     mined_fc = mined.flowchart
     assert [i for i in validate(mined_fc) if i.kind == "structure"] == []
     assert len(mined_fc.decision_hubs) == len(fc.decision_hubs) == 5
+    assert mined_fc.notes == ()  # every branch is told apart by the user's words or the tool's result
     assert sorted(mined_fc.nodes[t].outcome or "" for t in mined_fc.terminals) == ["abandon", "escalate", "success"]
     slots = {s.name: s.source for s in mined.slots.slots}
     assert {"origin": "user", "destination": "user", "date": "user", "passengers": "user",
