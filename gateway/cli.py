@@ -44,11 +44,13 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 def settings_or_exit(config: str | None) -> Settings:
     """Load and check the config, rung sections included; a mistake exits with one line, code 2."""
+    from gateway.proxy.defaults import check_workflow_settings
     from gateway.proxy.policy import check_rungs
 
     try:
         settings = load_settings(config)
         check_rungs(settings)
+        check_workflow_settings(settings)
         return settings
     except ConfigError as exc:
         raise fail(str(exc)) from None

@@ -105,6 +105,18 @@ class LedgerConfig(_Strict):
     queue_max: int = Field(default=100_000, ge=100, description="records held in memory before back-pressure")
 
 
+# Rung settings every workflow gets, listed or found, unless the config's `defaults:` or the workflow's
+# own entry says otherwise (per key; a mapping merges one level deep). gateway/proxy/defaults.py reads
+# them; docs/identity.md says why each is safe on day one.
+WORKFLOW_RUNG_KEYS = ("frontier", "cheap", "route", "trim", "judge", "capture", "propose")
+SHIPPED_DEFAULTS: dict[str, Any] = {
+    "trim": {"tools": True, "preloads": True},  # waits for `min_requests` of traffic before dropping a tool
+    "route": {"kind": "learned"},  # only where a `cheap` model is named; nothing routes before calibration
+    "propose": True,  # raise compile proposals when a workflow passes its payback point
+    "capture": {"enabled": True, "retention_days": 30, "max_conversations": 10_000, "redact": ["cards"]},
+}
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -130,6 +142,10 @@ class Settings(_Strict):
     loop: dict[str, Any] = Field(
         default_factory=dict, description="payback, proposals, canary (gateway/loop/payback.py)"
     )
+    defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="rung settings for every workflow, over SHIPPED_DEFAULTS (gateway/proxy/defaults.py)",
+    )
     source: str = Field(default="<defaults>", description="where this came from; set by the loader")
     digest: str = Field(default="", description="sha256 of the file's text; stored with what it produced")
 
@@ -139,6 +155,16 @@ class Settings(_Strict):
         from gateway.loop.payback import LoopConfig
 
         LoopConfig.from_dict(value)  # raises ValueError naming the key; the section stays plain data
+        return value
+
+    @field_validator("defaults")
+    @classmethod
+    def _defaults_section(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key not in WORKFLOW_RUNG_KEYS:
+                raise ValueError(
+                    f"defaults.{key}: unknown key; use the keys of a workflow entry: {', '.join(WORKFLOW_RUNG_KEYS)}"
+                )
         return value
 
     @model_validator(mode="after")
@@ -154,6 +180,10 @@ class Settings(_Strict):
                     raise ValueError(
                         f"models[{i}].fallbacks: unknown model `{fb}`; list a configured model name"
                     )
+        for key in ("frontier", "cheap"):
+            val = self.defaults.get(key)
+            if val is not None and val not in known:
+                raise ValueError(f"defaults.{key}: unknown model `{val}`; list a configured model name")
         for i, w in enumerate(self.workflows):
             for key in ("frontier", "cheap"):
                 val = getattr(w, key)

@@ -71,18 +71,22 @@ def policy_for(workflow: WorkflowConfig) -> tuple[RoutePolicy | None, TrimConfig
     """Parse a workflow's `route` and `trim` sections; PolicyConfigError names the workflow and key."""
     extra = workflow.model_extra or {}
     policy = None
-    if "route" in extra:
+    if "route" in extra and extra["route"] is not False:
         section = dict(extra["route"] or {}) if isinstance(extra["route"], Mapping) else extra["route"]
         if isinstance(section, dict):
             section.setdefault("frontier", workflow.frontier)
             if workflow.cheap is not None:
                 section.setdefault("cheap", workflow.cheap)
         policy = RoutePolicy.from_config(workflow.name, section)
-    trim = TrimConfig.from_config(workflow.name, extra["trim"]) if "trim" in extra else None
+    trim = (
+        TrimConfig.from_config(workflow.name, extra["trim"])
+        if "trim" in extra and extra["trim"] is not False
+        else None
+    )
     for key in extra:
-        if key not in ("route", "trim", "judge"):
+        if key not in ("route", "trim", "judge", "capture", "propose"):
             raise PolicyConfigError(
-                workflow.name, key, "unknown key; use `route`, `trim`, `judge` or `flowchart`."
+                workflow.name, key, "unknown key; use `route`, `trim`, `judge`, `capture`, `propose` or `flowchart`."
             )
     return policy, trim
 

@@ -36,7 +36,8 @@ import orjson
 from sqlalchemy import Engine, func, insert, select
 
 from gateway.proxy.identity import content_text
-from gateway.proxy.policy import TrimConfig, policy_for
+from gateway.proxy.defaults import resolve
+from gateway.proxy.policy import TrimConfig
 from gateway.proxy.tokens import count_text
 from gateway.settings import Settings
 from gateway.store.schema import exchanges, route_labels
@@ -60,6 +61,7 @@ from router import (
 )
 
 log = logging.getLogger("tiergate.rungs")
+MAX_WORKFLOWS = 2000  # workflows with rung state in one process; more are served as a plain proxy
 RECENT = 6  # messages kept with a label or an exchange: what RequestFeatures looks at, with margin
 
 
@@ -229,20 +231,30 @@ class Rungs:
         self._settings = settings
         self._task: asyncio.Task[None] | None = None
         self._side: set[asyncio.Task[Any]] = set()
+        self._plain: set[str] = set()  # workflows whose settings leave no rung to apply
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine, prices: Any) -> Rungs:
         runtimes = {}
         for wf in settings.workflows:
-            policy, trim = policy_for(wf)
-            if policy is None and trim is None:
-                continue
-            judge = (wf.model_extra or {}).get("judge")
-            runtimes[wf.name] = WorkflowRuntime(wf.name, policy, trim, judge=judge)
+            rs = resolve(settings, wf.name)  # shipped defaults < `defaults:` < the entry, per key
+            if rs.active:
+                runtimes[wf.name] = WorkflowRuntime(wf.name, rs.policy, rs.trim, judge=rs.judge)
         return cls(engine, runtimes, prices, settings)
 
     def runtime(self, workflow: str) -> WorkflowRuntime | None:
-        return self._runtimes.get(workflow)
+        """The workflow's rung state; a workflow found on the fly gets `defaults:` (bounded in number)."""
+        rt = self._runtimes.get(workflow)
+        if rt is not None or workflow in self._plain:
+            return rt
+        if len(self._runtimes) + len(self._plain) >= MAX_WORKFLOWS:
+            return None  # names invented without end must not grow state (and refresh queries) forever
+        rs = resolve(self._settings, workflow)
+        if not rs.active:
+            self._plain.add(workflow)
+            return None
+        rt = self._runtimes[workflow] = WorkflowRuntime(workflow, rs.policy, rs.trim, judge=rs.judge)
+        return rt
 
     # ------------------------------------------------------------------ background state
 
@@ -252,7 +264,7 @@ class Rungs:
             import importlib
 
             await asyncio.to_thread(importlib.import_module, "sklearn.linear_model")
-        if self._runtimes:
+        if self._runtimes or resolve(self._settings, "").active:  # found workflows get `defaults:`
             await asyncio.to_thread(self.refresh_sync)
             self._task = asyncio.create_task(self._loop(interval), name="rungs-refresh")
 
@@ -275,7 +287,7 @@ class Rungs:
                 log.exception("refreshing routing and trimming state failed; keeping the previous state")
 
     def refresh_sync(self) -> None:
-        for rt in self._runtimes.values():
+        for rt in list(self._runtimes.values()):  # the request path adds found workflows meanwhile
             if rt.trim_config is not None and rt.trim_config.tools:
                 rt.usage = self._tool_usage(rt.name, rt.trim_config.window, rt.trim_config.by_stage)
             if rt.learns:
