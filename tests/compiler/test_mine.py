@@ -310,9 +310,13 @@ def test_tiergate_flowchart_group_has_mine(tmp_path: Path) -> None:
     register_flowchart(app)
     source = tmp_path / "w.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in KNOWN), encoding="utf-8")
-    result = CliRunner().invoke(app, ["flowchart", "mine", str(source), "--holdout", "0"])
+    out = tmp_path / "w.yaml"
+    result = CliRunner().invoke(app, ["flowchart", "mine", str(source), "--holdout", "0", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("name: w\n")
+    assert out.read_text(encoding="utf-8").startswith("name: w\n")
+    checked = CliRunner().invoke(app, ["flowchart", "check", str(out), "--strict"])
+    assert checked.exit_code == 0, checked.output
+    assert "decision hubs:  1" in checked.stdout
 
 
 def test_the_same_traffic_gives_the_same_chart_whatever_the_hash_seed(tmp_path: Path) -> None:
