@@ -73,6 +73,10 @@ def _tokenize(text: str, source: str) -> list[_Tok]:
     pos, line = 0, 1
     while pos < len(text):
         m = _TOKEN.match(text, pos)
+        if not m and text.startswith('"', pos):
+            raise FlowchartError(f"`{source}` line {line}: a quoted string is never closed; add the closing `\"`")
+        if not m and text.startswith("/*", pos):
+            raise FlowchartError(f"`{source}` line {line}: a `/*` comment is never closed; add `*/`")
         if not m:
             raise FlowchartError(
                 f"`{source}` line {line}: unexpected `{text[pos : pos + 15].splitlines()[0]}`; check the DOT syntax"
