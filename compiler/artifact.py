@@ -65,7 +65,8 @@ def check_tool_roundtrip(folder: str | Path) -> str | None:
 
         check_tool_roundtrip("build/travel/artifact")   # "hermes", or raises ToolFormatError
 
-    Returns the vLLM parser name, None for a workflow without tools; raises ``ToolFormatError`` otherwise.
+    Returns the vLLM parser name, None for a workflow without tools; raises ``ToolFormatError`` otherwise
+    (``TemplateError`` when the folder lost its chat template).
     """
     from transformers import AutoTokenizer
 
@@ -76,6 +77,10 @@ def check_tool_roundtrip(folder: str | Path) -> str | None:
     if (path / MANIFEST).is_file():
         tools = list(json.loads((path / MANIFEST).read_text()).get("tools") or [])
     tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if not tokenizer.chat_template:  # saving has been known to drop it; serving would then prompt in no format
+        from .templates import TemplateError
+
+        raise TemplateError(f"`{path}` has no chat template after saving; its tokenizer files are incomplete.")
     fmt = tool_format_of(tokenizer.chat_template)
     if fmt is None:
         if tools:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,20 @@ def test_artifact_written_only_when_gate_passes(tmp_path: Path, travel: Any) -> 
     assert manifest["workflow"] == "travel-booking" and manifest["config_hash"] == "h" and manifest["created"]
     assert (art / "config.json").is_file() and (art / "tokenizer.json").is_file()
     assert resolve_artifact(tmp_path / "out") == art
+
+    from compiler.templates import TemplateError
+    from compiler.toolcalls import ToolFormatError
+
+    # what is written is what serves: a folder that lost its template, or whose template renders tool calls
+    # the serving parser cannot read, is refused and nothing is left behind
+    (model_dir / "chat_template.jinja").unlink()
+    with pytest.raises(TemplateError, match="no chat template"):
+        write_artifact(model_dir, tmp_path / "out2" / "artifact", _manifest(), passing)
+    (model_dir / "chat_template.jinja").write_text("{% for m in messages %}<|user|>{{ m.content }}<|end|>{% endfor %}")
+    with pytest.raises(ToolFormatError, match="renders no tool calls"):
+        write_artifact(model_dir, tmp_path / "out2" / "artifact", replace(_manifest(), tools=rows[0]["tools"]),
+                       passing)
+    assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
 
 
 def test_replay_policy_does_not_share_state_between_calls(travel: Any) -> None:
