@@ -37,6 +37,9 @@ Trimming::
 
 - `ToolUsage` holds per-workflow call counts (`record`, `to_dict`, `from_dict`); `TrimResult(tools,
   dropped, reason)`; `PreloadResult(messages, removed_blocks, removed_chars)`.
+- Trimming never hides a tool: `offer_tools(tools, keep)` sends the kept ones in their order plus the
+  `LOAD_TOOLS` helper (`load_tools_helper(left_out)`) naming the rest; `helper_requests(reply)` reads
+  which names a reply asked it for, and `trim_tools(..., loaded=...)` keeps them on later turns.
 
 Offline: `evaluate_router(EvalData(...), mode, target, costs, seed) -> EvalReport` and
 `routing_curve(...) -> RoutingCurve` (APGR, CPT) back `tiergate router eval` (see `router/cli.py`).
@@ -53,6 +56,7 @@ from ._metrics import RoutingCurve, routing_curve
 from ._policy import PolicyConfigError, RoutePolicy, RouteRule
 from ._signals import response_signals
 from ._tokens import count_prompt_tokens, encoding_name_for
+from ._trim_helper import LOAD_TOOLS, helper_requests, load_tools_helper, offer_tools
 from ._trim_preload import PreloadResult, dedupe_preloads
 from ._trim_tools import ToolUsage, TrimResult, in_holdout, tools_called, trim_tools
 
@@ -63,6 +67,7 @@ __all__ = [
     "DemonstrationBank",
     "EvalData",
     "EvalReport",
+    "LOAD_TOOLS",
     "LearnedRouter",
     "PolicyConfigError",
     "PreloadResult",
@@ -83,8 +88,11 @@ __all__ = [
     "dedupe_preloads",
     "encoding_name_for",
     "evaluate_router",
+    "helper_requests",
     "in_holdout",
+    "load_tools_helper",
     "nearest_demonstrations",
+    "offer_tools",
     "out_of_fold_scores",
     "response_signals",
     "routing_curve",

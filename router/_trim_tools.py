@@ -113,6 +113,7 @@ def trim_tools(
     min_requests: int = 50,
     holdout: bool = False,
     tool_choice: Any = None,
+    loaded: Iterable[str] = (),
 ) -> TrimResult:
     """Drop the tools with no call in `min_requests` or more requests that offered them.
 
@@ -122,15 +123,16 @@ def trim_tools(
                             holdout=in_holdout(conversation_id, 0.05), tool_choice=body.get("tool_choice"))
         body["tools"] = list(result.tools)
 
-    Never dropped: a tool already called in this conversation, one in `keep`, one forced by
-    `tool_choice`. Holdout requests go untrimmed so new needs still show up in `usage`.
+    Never dropped: a tool already called in this conversation, one it `loaded` through the helper tool
+    (`offer_tools`), one in `keep`, one forced by `tool_choice`. Holdout requests go untrimmed so new
+    needs still show up in `usage`.
     """
     tools = tuple(tools)
     if holdout:
         return TrimResult(tools, (), "holdout: sent untrimmed")
     if usage.requests_seen < min_requests:
         return TrimResult(tools, (), f"warming up: {usage.requests_seen} of {min_requests} requests seen")
-    protected = set(called_in_conversation) | set(keep)
+    protected = set(called_in_conversation) | set(keep) | set(loaded)
     forced = _forced_tool(tool_choice)
     if forced:
         protected.add(forced)

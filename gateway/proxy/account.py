@@ -108,16 +108,24 @@ class Accounts:
         record.prompt_tokens, record.completion_tokens, record.cached_tokens = usage
         record.cost_usd += self.prices.cost(served, prompt=prompt, completion=completion, cached=cached)
         before = prompt + plan.removed_tokens
+        # what trimming removed sits at the start of the prompt (tool schemas): where the upstream caches
+        # this workflow's prefix, the untrimmed prompt would have read it from cache (docs/ledger.md)
+        from_cache = plan.removed_tokens if plan.removed_tokens > 0 and (cached or plan.prefix_cached) else 0
         # the baseline is what the client would have paid without tiergate: requested model, untrimmed prompt
         record.baseline_cost_usd = self.prices.cost(
-            record.requested_model, prompt=before, completion=completion, cached=cached
+            record.requested_model, prompt=before, completion=completion, cached=cached + from_cache
         )
-        if plan.removed_tokens:
+        if plan.removed_tokens or plan.lookups:
+            rate = self.prices.rate(served)
             record.prompt_tokens_before_trim = before
-            record.trim_saved_usd = plan.removed_tokens * self.prices.rate(served).input
+            # net of the helper tool's lookups (gateway/proxy/toolload.py), which were paid for
+            record.trim_saved_usd = (
+                plan.removed_tokens * (rate.cached_input if from_cache else rate.input) - plan.lookup_cost_usd
+            )
         calls = reply.get("tool_calls") or ()
-        if calls:
-            names = [(c.get("function") or {}).get("name") or "" for c in calls]
+        names = [(c.get("function") or {}).get("name") or "" for c in calls]
+        names += [n for n in plan.loaded if n not in names]  # a tool loaded through the helper counts as used
+        if names:
             record.tools_called = ",".join(n for n in names if n)[:2000] or None
 
     def finish_error(self, record: Record, exc: GatewayError, t0: float) -> None:

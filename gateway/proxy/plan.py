@@ -10,12 +10,13 @@ hands to the chat service (`gateway.web.app.wire`): the request path never impor
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.proxy.identity import Identity
-from gateway.proxy.rungs import Rungs, stage_of
+from gateway.proxy.rungs import Rungs
 from gateway.proxy.tokens import count_prompt_tokens
+from gateway.proxy.trimming import stage_of
 from gateway.settings import Settings
 from gateway.store.ledger import Record
 
@@ -53,7 +54,12 @@ class CompiledRoutes(Protocol):
 
 @dataclass
 class Plan:
-    """What this request will send where, after trimming and routing."""
+    """What this request will send where, after trimming and routing.
+
+    `helper`: the body carries trimming's `tiergate_load_tools`, answered by `gateway.proxy.toolload`,
+    which adds each lookup to `lookups`, `lookup_cost_usd` and `loaded`. `prefix_cached`: the upstream
+    caches this workflow's prompt prefix, so the tokens trimming removed are valued at the cached price.
+    """
 
     model: str
     body: dict[str, Any]
@@ -61,6 +67,12 @@ class Plan:
     cascade: bool = False
     removed_tokens: int = 0
     runtime: Any = None
+    count_model: str = ""
+    helper: bool = False
+    prefix_cached: bool = False
+    lookups: int = 0
+    lookup_cost_usd: float = 0.0
+    loaded: list[str] = field(default_factory=list)
 
 
 def strip_for_compiled(body: dict[str, Any], choice: RouteChoice) -> dict[str, Any]:
@@ -102,6 +114,7 @@ def make_plan(
         trimmed = rt.trim(body, ident.conversation, count_model)
         plan.body = trimmed.body
         plan.removed_tokens = trimmed.removed_tokens
+        plan.helper, plan.count_model, plan.prefix_cached = trimmed.helper, count_model, rt.caches
         if trimmed.dropped:
             record.tools_dropped = len(trimmed.dropped)
     decided = rt.decide(plan.body)

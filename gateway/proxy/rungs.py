@@ -24,7 +24,6 @@ store converges on the same decisions and the request path does no I/O for them.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import Counter
@@ -35,10 +34,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, func, insert, select
 
-from gateway.proxy.identity import content_text
 from gateway.proxy.defaults import resolve
 from gateway.proxy.policy import TrimConfig
-from gateway.proxy.tokens import count_text
+from gateway.proxy.trimming import LoadedTools, TrimOutcome, trim_request
 from gateway.settings import Settings
 from gateway.store.schema import exchanges, route_labels
 from gateway.store.schema import requests as R
@@ -52,26 +50,13 @@ from router import (
     ToolUsage,
     calibrate_threshold,
     decide_route,
-    dedupe_preloads,
-    in_holdout,
     nearest_demonstrations,
     out_of_fold_scores,
-    tools_called,
-    trim_tools,
 )
 
 log = logging.getLogger("tiergate.rungs")
 MAX_WORKFLOWS = 2000  # workflows with rung state in one process; more are served as a plain proxy
 RECENT = 6  # messages kept with a label or an exchange: what RequestFeatures looks at, with margin
-
-
-@dataclass
-class TrimOutcome:
-    body: dict[str, Any]
-    dropped: tuple[str, ...] = ()
-    removed_blocks: int = 0
-    removed_tokens: int = 0
-    reason: str = ""
 
 
 @dataclass
@@ -83,6 +68,8 @@ class WorkflowRuntime:
     # tool calls counted per conversation stage: an agent that calls tools on the opening turn and
     # none on follow-ups can send follow-ups without the schemas (bench/trim: 75% -> 8x% cut)
     usage: dict[str, ToolUsage] = field(default_factory=dict)
+    loaded: LoadedTools = field(default_factory=LoadedTools)  # per conversation, through the helper tool
+    caches: bool = False  # the upstream reported cached prompt tokens for this workflow in the window
     learned: LearnedRouter | None = None
     bank: DemonstrationBank | None = None
     labels_fitted: int = 0
@@ -96,37 +83,10 @@ class WorkflowRuntime:
         return self.policy is not None and self.policy.demonstrations > 0
 
     def trim(self, body: dict[str, Any], conversation: str, count_model: str) -> TrimOutcome:
-        cfg = self.trim_config
-        if cfg is None:
+        if self.trim_config is None:
             return TrimOutcome(body)
-        out = dict(body)
-        dropped: tuple[str, ...] = ()
-        reason = ""
-        if cfg.tools and isinstance(body.get("tools"), list) and body["tools"]:
-            result = trim_tools(
-                body["tools"],
-                self.usage.get(stage_of(body["messages"]) if cfg.by_stage else "all", ToolUsage()),
-                tools_called(body["messages"]),
-                keep=cfg.keep,
-                min_requests=cfg.min_requests,
-                holdout=in_holdout(conversation, cfg.holdout),
-                tool_choice=body.get("tool_choice"),
-            )
-            dropped, reason = result.dropped, result.reason
-            if dropped and result.tools:
-                out["tools"] = list(result.tools)
-            elif dropped:  # nothing left to offer: a tool_choice without tools is an error upstream
-                for key in ("tools", "tool_choice", "parallel_tool_calls"):
-                    out.pop(key, None)
-        blocks = 0
-        if cfg.preloads:
-            pre = dedupe_preloads(body["messages"], min_chars=cfg.min_chars)
-            if pre.removed_blocks:
-                out["messages"] = list(pre.messages)
-                blocks = pre.removed_blocks
-        if not dropped and not blocks:
-            return TrimOutcome(body, reason=reason)
-        return TrimOutcome(out, dropped, blocks, removed_tokens(body, out, count_model), reason)
+        loaded = self.loaded.get(conversation)
+        return trim_request(self.trim_config, self.usage, body, conversation, count_model, loaded)
 
     def decide(self, body: Mapping[str, Any]) -> tuple[RouteDecision, RequestFeatures] | None:
         if self.policy is None:
@@ -167,46 +127,6 @@ class WorkflowRuntime:
             at += 1
         messages.insert(at, note)
         return {**body, "messages": messages}, len(demos)
-
-
-@functools.lru_cache(maxsize=8192)
-def _tokens(model: str, text: str) -> int:
-    return count_text(model, text)
-
-
-def removed_tokens(before: Mapping[str, Any], after: Mapping[str, Any], model: str) -> int:
-    """Tokens trimming took out: the dropped schemas plus what changed in the messages.
-
-    Counting only the difference, with a cache per schema and per text (agents re-send the same ones
-    every turn), instead of re-encoding the whole prompt twice: that cost ~3 ms of CPU per trimmed
-    request on a 40-tool prompt.
-    """
-    kept = {id(t) for t in after.get("tools") or ()}
-    removed = sum(_tokens(model, orjson.dumps(t).decode()) for t in before.get("tools") or () if id(t) not in kept)
-    old, new = before["messages"], after["messages"]
-    if old is not new:
-        removed += sum(_tokens(model, content_text(m.get("content"))) for m in old)
-        removed -= sum(_tokens(model, content_text(m.get("content"))) for m in new)
-    return max(0, removed)
-
-
-def stage_of(messages: Any) -> str:
-    """Where a request stands in its conversation: opening or later user turn, and tool calls since it.
-
-    Procedures call their tools in a stable order (look the customer up, then the order, then act), so
-    counting calls per stage lets a request carry only the tools ever called at that point. A stage
-    with too few requests is not trimmed, and holdout traffic restores a tool a stage starts to need.
-    """
-    users = 0
-    calls = 0
-    for m in messages:
-        role = m.get("role")
-        if role == "user":
-            users += 1
-            calls = 0
-        elif role == "assistant":
-            calls += len(m.get("tool_calls") or ())
-    return f"{'first' if users <= 1 else 'later'}:{min(calls, 5)}"
 
 
 def recent_request(body: Mapping[str, Any]) -> str:
@@ -289,30 +209,32 @@ class Rungs:
     def refresh_sync(self) -> None:
         for rt in list(self._runtimes.values()):  # the request path adds found workflows meanwhile
             if rt.trim_config is not None and rt.trim_config.tools:
-                rt.usage = self._tool_usage(rt.name, rt.trim_config.window, rt.trim_config.by_stage)
+                rt.usage, rt.caches = self._tool_usage(rt.name, rt.trim_config.window, rt.trim_config.by_stage)
             if rt.learns:
                 self._refit(rt)
             if rt.keeps_exchanges:
                 self._reload_bank(rt)
 
-    def _tool_usage(self, workflow: str, window: int, by_stage: bool) -> dict[str, ToolUsage]:
-        """Calls per tool and stage over the workflow's last `window` answered requests (no shadow calls)."""
+    def _tool_usage(self, workflow: str, window: int, by_stage: bool) -> tuple[dict[str, ToolUsage], bool]:
+        """Calls per tool and stage over the workflow's last `window` answered requests (no shadow calls),
+        and whether the upstream reported cached prompt tokens on any of them."""
         with self._engine.connect() as conn:
             rows = conn.execute(
-                select(R.c.stage, R.c.tools_called)
+                select(R.c.stage, R.c.tools_called, R.c.cached_tokens)
                 .where(R.c.workflow == workflow, R.c.tier != "shadow", R.c.status < 400)
                 .order_by(R.c.ts.desc())
                 .limit(window)
             ).all()
         seen: Counter[str] = Counter()
         calls: dict[str, Counter[str]] = {}
-        for stage, called in rows:
+        for stage, called, _ in rows:
             stage = (stage or "first:0") if by_stage else "all"
             seen[stage] += 1
             bucket = calls.setdefault(stage, Counter())
             if called:
                 bucket.update(called.split(","))
-        return {s: ToolUsage(requests_seen=seen[s], calls=dict(calls.get(s, {}))) for s in seen}
+        usage = {s: ToolUsage(requests_seen=seen[s], calls=dict(calls.get(s, {}))) for s in seen}
+        return usage, any(cached for _, _, cached in rows)
 
     def _refit(self, rt: WorkflowRuntime) -> None:
         assert rt.policy is not None

@@ -39,6 +39,7 @@ from gateway.proxy.protocol import (
 )
 from gateway.proxy.relay import stream
 from gateway.proxy.rungs import Rungs
+from gateway.proxy.toolload import ToolLoader
 from gateway.proxy.upstream import Upstreams
 from gateway.settings import Settings
 from gateway.store.ledger import LedgerWriter, Record
@@ -136,13 +137,13 @@ class ChatService:
             "X-Request-Id": record.id,
         }
         if plan.cascade:
-            done = await cascade(self.upstreams, self.accounts, plan, record)
+            done = await cascade(self._upstreams(plan, record), self.accounts, plan, record)
             if done is None:  # escalated while streaming: the frontier streams
                 return await self._stream(plan, record, ident, out_headers, t0)
         elif record.stream:
             return await self._stream(plan, record, ident, out_headers, t0)
         else:
-            done = await self.upstreams.complete(plan.model, plan.body)
+            done = await self._upstreams(plan, record).complete(plan.model, plan.body)
         record.served_model = done.model.name
         record.attempts += done.attempts - 1
         record.ttfb_ms = (time.perf_counter() - t0) * 1000
@@ -171,4 +172,9 @@ class ChatService:
             )
             self.learner.after(plan, record, {"choices": [{"index": 0, "message": reply}]}, reply, self.loop)
 
-        return await stream(self.upstreams, self.accounts, plan, record, out_headers, t0, on_answer)
+        ups = self._upstreams(plan, record)
+        return await stream(ups, self.accounts, plan, record, out_headers, t0, on_answer)
+
+    def _upstreams(self, plan: Plan, record: Record) -> Upstreams:
+        """The upstreams, answering trimming's helper tool when the body carries it (toolload.py)."""
+        return ToolLoader(self.upstreams, self.accounts, plan, record) if plan.helper else self.upstreams

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from router import in_holdout
+from router import LOAD_TOOLS, in_holdout
 
 TOOLS = [
     {
@@ -250,14 +250,19 @@ def test_trimming_drops_unused_tools_keeps_needed_ones_and_restores_a_new_one(st
         ask(gw, "shop", f"where is order {i}", tools=TOOLS, headers={"X-Tiergate-Conversation": regular[i]})
 
     def sent_tools() -> list[str]:
-        return [t["function"]["name"] for t in upstreams["frontier"].log()[-1]["body"].get("tools", [])]
+        """The app's tools sent (trimming's helper tool, which names the rest, is left out here)."""
+        tools = upstreams["frontier"].log()[-1]["body"].get("tools", [])
+        return [t["function"]["name"] for t in tools if t["function"]["name"] != LOAD_TOOLS]
 
     def trimmed_now() -> list[str] | None:
         ask(gw, "shop", "another order", tools=TOOLS, headers={"X-Tiergate-Conversation": regular[5]})
         return sent_tools() if len(sent_tools()) < 6 else None
 
-    # original order kept; `keep` honoured
+    # original order kept; `keep` honoured; the helper tool comes last and names what was left out
     assert wait_for(trimmed_now, what="trimming to start") == ["lookup_order", "escalate"]
+    helper = upstreams["frontier"].log()[-1]["body"]["tools"][-1]["function"]
+    assert helper["name"] == LOAD_TOOLS
+    assert "refund, track_parcel, change_address, cancel_order." in helper["description"]
     # a conversation that already called `refund` keeps it
     messages = [
         {"role": "user", "content": "refund me"},
@@ -331,7 +336,11 @@ def test_trimming_by_stage_sends_follow_up_turns_fewer_tools(start_gateway, upst
                 extra_headers={"X-Tiergate-Workflow": "stages"},
             )
             offered.append(
-                [t["function"]["name"] for t in upstreams["frontier"].log()[-1]["body"].get("tools", [])]
+                [
+                    t["function"]["name"]
+                    for t in upstreams["frontier"].log()[-1]["body"].get("tools", [])
+                    if t["function"]["name"] != LOAD_TOOLS
+                ]
             )
             msg = raw.parse().choices[0].message
             if msg.tool_calls:
