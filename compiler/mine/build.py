@@ -55,9 +55,19 @@ def reply_outcome(text: str) -> Outcome:
     return "success"
 
 
+# Words that say nothing about what a step does; "no" and "not" stay (they flip its meaning).
+_FILLER = frozenset(
+    "a an the to of for on in at by is are was were be been has have had i you we they your my our it its "
+    "this that these those and or with from me us would can could shall will please am do does there here "
+    "let s ll m re ve".split()
+)
+
+
 def slug(text: str, words: int = 4) -> str:
+    """An id from a reply's first telling words: "Sorry, there is no flight from {origin}..." -> ``sorry_no_flight``."""
     parts = re.findall(r"[a-z0-9]+", re.sub(r"\{[^}]*\}", " ", text.lower()))
-    return "_".join(parts[:words]) or "step"
+    telling = [w for w in parts if w not in _FILLER] or parts
+    return "_".join(telling[:words]) or "step"
 
 
 def step_name(step: str) -> str:

@@ -55,25 +55,25 @@ def test_known_traces_give_exact_nodes_and_edges() -> None:
     kinds = {n.id: n.kind for n in fc.nodes.values()}
     assert kinds == {
         "start": "start",
-        "which_city_would_you": "agent",
-        "which_city_would_you_answer": "decision",
+        "which_city_like_weather": "agent",
+        "which_city_like_weather_answer": "decision",
         "get_weather": "tool",
-        "it_is_degrees_in": "terminal",
+        "degrees_today": "terminal",
         "no_problem_goodbye": "terminal",
     }
     assert {(e.source, e.target) for e in fc.edges} == {
-        ("start", "which_city_would_you"),
-        ("which_city_would_you", "which_city_would_you_answer"),
-        ("which_city_would_you_answer", "get_weather"),
-        ("which_city_would_you_answer", "no_problem_goodbye"),
-        ("get_weather", "it_is_degrees_in"),
+        ("start", "which_city_like_weather"),
+        ("which_city_like_weather", "which_city_like_weather_answer"),
+        ("which_city_like_weather_answer", "get_weather"),
+        ("which_city_like_weather_answer", "no_problem_goodbye"),
+        ("get_weather", "degrees_today"),
     }
-    assert fc.nodes["it_is_degrees_in"].outcome == "success"
+    assert fc.nodes["degrees_today"].outcome == "success"
     assert fc.nodes["no_problem_goodbye"].outcome == "abandon"
-    assert fc.nodes["it_is_degrees_in"].say == ("It is {temp_c} degrees in {city} today.",)
+    assert fc.nodes["degrees_today"].say == ("It is {temp_c} degrees in {city} today.",)
     assert fc.nodes["get_weather"].args == {"city": "{city}"}
     assert fc.nodes["get_weather"].result == '{"temp_c": {temp_c}}'
-    branch = {e.target: e.utterances for e in fc.edges if e.source == "which_city_would_you_answer"}
+    branch = {e.target: e.utterances for e in fc.edges if e.source == "which_city_like_weather_answer"}
     assert branch == {"get_weather": ("{city}, please.",), "no_problem_goodbye": ("Never mind, bye.",)}
     assert fc.system_prompt == "You are WeatherBot."
     assert validate(fc) == []  # structure and synthesis clean: the draft renders as it is
@@ -160,7 +160,7 @@ def test_fitness_names_the_conversations_that_do_not_fit() -> None:
     assert (report.conversations, report.fitting, report.share) == (4, 1, 0.25)
     reasons = dict(report.misfits)
     assert reasons["conversation 2"] == "turn 1: `get_weather` never follows `start`"
-    assert reasons["conversation 3"] == "ends at `which_city_would_you`, where the workflow does not end"
+    assert reasons["conversation 3"] == "ends at `which_city_like_weather`, where the workflow does not end"
     assert reasons["conversation 4"] == "turn 1: a reply like no mined step"
     # The give-up branch (its edge and terminal) is the only part not walked.
     assert (report.node_coverage, report.edge_coverage) == (pytest.approx(5 / 6), pytest.approx(4 / 5))
