@@ -164,7 +164,10 @@ def _add_convert(sub: typer.Typer) -> None:
         """Write a chart as YAML, the format to enrich with reply templates, utterances and slots."""
         if to.lower() not in ("yaml", "yml"):
             raise _fail(f"cannot convert to `{to}`; the only target is `yaml`")
-        _write(dump_yaml(_load(file)), out)
+        fc = _load(file)
+        for note in fc.notes:
+            typer.echo(f"note: {note}", err=True)
+        _write(dump_yaml(fc), out)
 
 
 def _add_import_langgraph(sub: typer.Typer) -> None:

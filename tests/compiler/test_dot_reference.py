@@ -22,6 +22,7 @@ from chartgen import random_dot
 from compiler.flowchart import FlowchartError, validate
 from compiler.formats.dot import _label_text, parse_dot, parse_graph
 from compiler.formats.drawing import clean_label
+from compiler.formats.yaml import dump_yaml, loads_yaml
 
 CHARTS = Path(__file__).resolve().parent / "charts"
 SEED, RANDOM_CHARTS = 20261201, 300
@@ -88,7 +89,7 @@ def test_nodes_edges_and_labels_equal_graphviz(
     assert RANDOM_CHARTS * 3 // 4 < accepted < RANDOM_CHARTS  # some broken on purpose, most valid
 
 
-def test_every_graph_graphviz_accepts_imports_without_structural_problems(
+def test_every_graph_graphviz_accepts_imports_checks_and_round_trips(
     corpus: list[tuple[str, str]], reference: list[dict[str, Any]]
 ) -> None:
     problems = []
@@ -99,4 +100,6 @@ def test_every_graph_graphviz_accepts_imports_without_structural_problems(
         structure = [str(i) for i in validate(fc) if i.kind == "structure"]
         if structure:
             problems.append((name, structure, text))
+        if loads_yaml(dump_yaml(fc)) != fc:  # and `convert --to yaml` keeps it whole
+            problems.append((name, "changed by a YAML round trip", text))
     assert problems == []

@@ -21,6 +21,7 @@ from chartgen import random_mermaid
 
 from compiler.flowchart import FlowchartError, validate
 from compiler.formats.mermaid import _label, _Text, parse_graph, parse_mermaid
+from compiler.formats.yaml import dump_yaml, loads_yaml
 
 CHARTS = Path(__file__).resolve().parent / "charts"
 SEED, RANDOM_CHARTS = 20261201, 300
@@ -96,7 +97,7 @@ def test_random_charts_reach_every_shape_and_link(reference: list[dict[str, Any]
     assert any("\n" in t for t in labels) and any("<br>" in t for t in labels)
 
 
-def test_every_chart_mermaid_accepts_imports_without_structural_problems(
+def test_every_chart_mermaid_accepts_imports_checks_and_round_trips(
     corpus: list[tuple[str, str]], reference: list[dict[str, Any]]
 ) -> None:
     problems = []
@@ -107,4 +108,6 @@ def test_every_chart_mermaid_accepts_imports_without_structural_problems(
         structure = [str(i) for i in validate(fc) if i.kind == "structure"]
         if structure:
             problems.append((name, structure, text))
+        if loads_yaml(dump_yaml(fc)) != fc:  # and `convert --to yaml` keeps it whole
+            problems.append((name, "changed by a YAML round trip", text))
     assert problems == []
