@@ -9,7 +9,9 @@
   its ``result``;
 - terminals from how conversations end: a reply that only ever ends conversations is a
   terminal whose outcome is read from its words (escalate / abandon / success); a node
-  after which conversations sometimes stop gets a silent ``abandon`` terminal.
+  after which conversations sometimes stop gets a silent ``abandon`` terminal;
+- ``notes`` on the chart for hub branches that nothing at the hub tells apart (the same
+  user words, or tool results alike): the choice was made earlier, which a chart cannot hold.
 
 Example::
 
