@@ -211,3 +211,95 @@ def test_dedupe_preloads_keeps_blank_lines_around_a_removed_run() -> None:
     ]
     out = dedupe_preloads(messages, min_chars=100).messages[1]["content"]
     assert out.startswith("Intro.\n\n[tiergate: ") and out.endswith("see message 0]\n\n\n")
+
+
+# ---------------------------------------------------------------- the helper tool (issue 13)
+
+from router import LOAD_TOOLS, helper_requests, load_tools_helper, offer_tools  # noqa: E402
+
+
+def listed(helper: dict) -> list[str]:
+    return helper["function"]["description"].split(": ", 1)[1].split(". ")[0].split(", ")
+
+
+@pytest.mark.parametrize(
+    ("keep", "sent", "left_out"),
+    [
+        ({"search", "ship"}, ["search", "ship", LOAD_TOOLS], ["refund", "escalate", "weather", "translate"]),
+        ({"ship"}, ["ship", LOAD_TOOLS], ["search", "refund", "escalate", "weather", "translate"]),
+        (set(), [LOAD_TOOLS], ["search", "refund", "escalate", "weather", "translate", "ship"]),
+        ({"search", "refund", "escalate", "weather", "translate", "ship"}, names(tuple(TOOLS)), None),
+    ],
+)
+def test_offer_tools_keeps_order_and_the_helper_lists_exactly_the_tools_left_out(keep, sent, left_out):
+    out = offer_tools(TOOLS, keep)
+    assert names(tuple(out)) == sent
+    if left_out is None:
+        assert out == TOOLS
+    else:
+        assert listed(out[-1]) == left_out and out[-1] == load_tools_helper(left_out)
+
+
+def test_offer_tools_is_stable_whatever_order_keep_comes_in():
+    """The bytes sent depend on the kept set, never on how it was built: prompt caches keep hitting."""
+    import json
+
+    a = offer_tools(TOOLS, ["ship", "search"])
+    b = offer_tools(TOOLS, {"search", "ship"})
+    c = offer_tools(list(TOOLS), frozenset(["search", "ship", "search"]))
+    assert json.dumps(a) == json.dumps(b) == json.dumps(c)
+    assert offer_tools(TOOLS, {"search"}, helper=False) == [TOOLS[0]]
+    assert TOOLS[0].get("cache_control") is None  # the client's dicts are not touched
+
+
+MARK = {"type": "ephemeral"}
+
+
+@pytest.mark.parametrize(
+    ("marked", "keep", "expect"),
+    [
+        ("ship", {"search", "refund"}, LOAD_TOOLS),  # the list's last breakpoint moves to its new end
+        ("weather", {"search", "refund", "ship"}, "refund"),  # a middle one to the nearest tool before it
+        ("search", {"refund", "ship"}, "refund"),  # nothing before it: the first tool sent
+        ("ship", {"ship"}, "ship"),  # kept: stays where it is
+    ],
+)
+def test_cache_markers_of_removed_tools_move_to_a_tool_that_is_sent(marked, keep, expect):
+    tools = [({**t, "cache_control": MARK} if t["function"]["name"] == marked else t) for t in TOOLS]
+    out = offer_tools(tools, keep)
+    carrying = [t["function"]["name"] for t in out if t.get("cache_control")]
+    assert carrying == [expect]
+
+
+def test_markers_never_multiply():
+    tools = [{**t, "cache_control": MARK} for t in TOOLS]
+    out = offer_tools(tools, {"search"})
+    assert sum(1 for t in out if t.get("cache_control")) <= sum(1 for t in tools if t.get("cache_control"))
+    assert [t["function"]["name"] for t in out if t.get("cache_control")] == ["search", LOAD_TOOLS]
+
+
+def call(name: str, arguments: str) -> dict:
+    return {"id": "c", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+@pytest.mark.parametrize(
+    ("calls", "asked"),
+    [
+        ([], None),
+        ([call("refund", "{}")], None),
+        ([call(LOAD_TOOLS, '{"names": ["refund", "ship"]}')], ("refund", "ship")),
+        ([call(LOAD_TOOLS, '{"names": "refund"}')], ("refund",)),
+        ([call("search", "{}"), call(LOAD_TOOLS, '{"names": ["refund"]}')], ("refund",)),  # mixed
+        ([call(LOAD_TOOLS, '{"names": ["a"]}'), call(LOAD_TOOLS, '{"names": ["a", "b"]}')], ("a", "b")),
+        ([call(LOAD_TOOLS, "not json")], ()),  # unreadable: the caller loads everything
+        ([call(LOAD_TOOLS, "{}")], ()),
+    ],
+)
+def test_helper_requests_reads_the_names_asked_for(calls, asked):
+    assert helper_requests({"role": "assistant", "tool_calls": calls}) == asked
+
+
+def test_trim_tools_keeps_what_the_conversation_loaded():
+    result = trim_tools(TOOLS, BUSY, loaded={"weather"})
+    assert names(result.tools) == ["search", "weather", "ship"]
+    assert result.dropped == ("refund", "escalate", "translate")
