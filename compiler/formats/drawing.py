@@ -20,7 +20,7 @@ import html
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from compiler.flowchart import (
     NODE_KINDS,
@@ -159,7 +159,11 @@ def _infer_kind(n: DrawnNode, start: str, has_out: bool) -> str:
 
 
 def from_graph(
-    name: str, source: str, nodes: Mapping[str, DrawnNode], edges: Iterable[DrawnEdge]
+    name: str,
+    source: str,
+    nodes: Mapping[str, DrawnNode],
+    edges: Iterable[DrawnEdge],
+    tool_schemas: Mapping[str, dict[str, Any]] | None = None,
 ) -> Flowchart:
     """Turn a drawing into a chart, inferring kinds from shapes and position.
 
@@ -211,11 +215,14 @@ def from_graph(
             raise FlowchartError(
                 f"{where} line {n.line}: node `{n.id}` has unknown outcome `{outcome}`; use one of {', '.join(OUTCOMES)}"
             )
+        tool = (n.attrs.get("tool") or slug(label)) if kind == "tool" else None
         built[n.id] = Node(
             id=n.id,
             kind=cast(NodeKind, kind),
             text=label,
-            tool=(n.attrs.get("tool") or slug(label)) if kind == "tool" else None,
+            tool=tool,
+            # a real schema's required arguments, as `{slot}` placeholders for the author to fill
+            args=_required_args((tool_schemas or {}).get(tool or "")),
             outcome=cast(Outcome | None, outcome) if kind == "terminal" else None,
             group=n.group,
         )
@@ -242,9 +249,11 @@ def from_graph(
                f"`{built[start].kind}` node)")
         )
         start = new
-    # Stub schemas so the converted YAML shows where each tool's parameters go.
+    # Stub schemas (unless the source had real ones) so the YAML shows where parameters go.
+    known = tool_schemas or {}
     tools = tuple(
-        {
+        known.get(t)
+        or {
             "type": "function",
             "function": {
                 "name": t,
@@ -264,6 +273,11 @@ def from_graph(
         source=source,
         notes=tuple(notes),
     )
+
+
+def _required_args(schema: Mapping[str, Any] | None) -> dict[str, str]:
+    params = (schema or {}).get("function", {}).get("parameters") or {}
+    return {str(p): "{" + str(p) + "}" for p in params.get("required") or []}
 
 
 def _close_loops(

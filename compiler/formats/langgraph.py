@@ -8,7 +8,8 @@ its rendering:
 - ``__start__`` becomes the start node and ``__end__`` a success terminal;
 - every other node is an agent step whose instruction is, in order, the node's
   ``metadata`` ``instruction``/``prompt``/``description``, its function's docstring, or
-  its name; a prebuilt ``ToolNode`` is a tool step;
+  its name; a prebuilt ``ToolNode`` is a tool step with the tool's own schema (with several
+  tools, a decision leading to one tool step per tool);
 - plain edges stay edges; the conditional edges leaving a node become one **decision**
   node (``<node>_route``, described by the routing function's docstring or name) with a
   branch per target, labelled with the routing key where it differs from the target.
@@ -87,8 +88,14 @@ def from_langgraph(graph: Any, name: str = "workflow", source: str = "<langgraph
     specs: dict[str, Any] = dict(getattr(builder, "nodes", {}) or {})
     branches: dict[str, dict[str, Any]] = dict(getattr(builder, "branches", {}) or {})
     nodes: dict[str, DrawnNode] = {}
+    schemas: dict[str, dict[str, Any]] = {}
+    toolboxes: dict[str, list[str]] = {}  # ToolNodes with several tools: one tool step each
     for nid, node in drawn.nodes.items():
         nodes[nid] = _node(nid, node, specs.get(nid))
+        for tname, tobj in _tools_of(specs.get(nid), node).items():
+            schemas[tname] = _schema(tname, tobj)
+        if nodes[nid].shape == "decision":
+            toolboxes[nid] = sorted(_tools_of(specs.get(nid), node))
     edges: list[DrawnEdge] = []
     routes: dict[str, str] = {}
     for e in drawn.edges:
@@ -102,7 +109,36 @@ def from_langgraph(graph: Any, name: str = "workflow", source: str = "<langgraph
             edges.append(DrawnEdge(e.source, route))
         label = _edge_label(e) or ("finish" if e.target == END else e.target)
         edges.append(DrawnEdge(route, e.target, label))
-    return from_graph(name, source, nodes, edges)
+    for box, names in toolboxes.items():
+        onward = [e for e in edges if e.source == box]
+        edges = [e for e in edges if e.source != box]
+        for tname in names:
+            step = f"{box}.{tname}"
+            nodes[step] = DrawnNode(step, f"Call {tname}.", "tool", attrs={"kind": "tool", "tool": tname})
+            edges.append(DrawnEdge(box, step, tname))
+            edges.extend(DrawnEdge(step, e.target, e.label) for e in onward)
+    return from_graph(name, source, nodes, edges, tool_schemas=schemas)
+
+
+def _tools_of(spec: Any, node: Any) -> dict[str, Any]:
+    runnable = getattr(spec, "runnable", None) or getattr(node, "data", None)
+    tools = getattr(runnable, "tools_by_name", None)
+    return dict(tools) if isinstance(tools, dict) else {}
+
+
+def _schema(name: str, tool: Any) -> dict[str, Any]:
+    """The OpenAI tool schema of a LangChain tool, read duck-typed (no LangChain import here)."""
+    params: dict[str, Any] = {"type": "object", "properties": {}}
+    model: Any = getattr(tool, "tool_call_schema", None) or getattr(tool, "args_schema", None)
+    if model is not None and hasattr(model, "model_json_schema"):
+        raw = model.model_json_schema()
+        params = {k: v for k, v in raw.items() if k in ("type", "properties", "required", "$defs")}
+    elif isinstance(model, dict):
+        params = model
+    return {
+        "type": "function",
+        "function": {"name": name, "description": str(getattr(tool, "description", "") or ""), "parameters": params},
+    }
 
 
 def _node(nid: str, node: Any, spec: Any) -> DrawnNode:
@@ -113,11 +149,11 @@ def _node(nid: str, node: Any, spec: Any) -> DrawnNode:
     meta = dict(getattr(node, "metadata", None) or {}) | dict(getattr(spec, "metadata", None) or {})
     text = next((str(meta[k]) for k in _META_KEYS if meta.get(k)), "")
     runnable = getattr(spec, "runnable", None) or getattr(node, "data", None)
-    tools = getattr(runnable, "tools_by_name", None)
-    if isinstance(tools, dict) and tools:
-        names = sorted(tools)
-        tool = names[0] if len(names) == 1 else nid
-        return DrawnNode(nid, text or f"Call {', '.join(names)}.", "tool", attrs={"kind": "tool", "tool": tool})
+    names = sorted(_tools_of(spec, node))
+    if len(names) == 1:
+        return DrawnNode(nid, text or f"Call {names[0]}.", "tool", attrs={"kind": "tool", "tool": names[0]})
+    if names:  # the model picks one of several tools: a decision, then a tool step per tool
+        return DrawnNode(nid, text or "Which tool does the model call?", "decision", attrs={"kind": "decision"})
     if not text:
         text = _doc(_function_of(runnable)) or nid
     return DrawnNode(nid, text, "rect")

@@ -71,12 +71,16 @@ app = build().compile()
 '''
 
 
-@pytest.fixture
-def graph_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def _require_langgraph() -> None:
     try:
         import langgraph  # noqa: F401
     except ImportError:
         service_missing("the `langgraph` package", "install the dev extra: pip install -e '.[dev]'")
+
+
+@pytest.fixture
+def graph_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    _require_langgraph()
     (tmp_path / "refund_agent.py").write_text(GRAPH_MODULE, encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
@@ -172,3 +176,54 @@ def test_tiergate_console_script_has_import_langgraph(graph_module: Any, tmp_pat
     assert done.returncode == 0, done.stderr
     assert "classify_route" in loads_yaml(done.stdout).nodes
     assert done.stderr.strip() == ""  # no notes: nothing was repaired or guessed
+
+
+def test_tool_nodes_become_tool_steps_with_their_schemas() -> None:
+    _require_langgraph()
+    from typing import TypedDict
+
+    from langchain_core.tools import tool
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.prebuilt import ToolNode
+
+    @tool
+    def get_order(order_id: str) -> str:
+        """Look up an order by its number."""
+        return "{}"
+
+    @tool
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund part or all of an order."""
+        return "{}"
+
+    class State(TypedDict):
+        messages: list[Any]
+
+    g = StateGraph(State)
+    g.add_node("lookup", ToolNode([get_order]))
+    g.add_node("agent", lambda s: s)
+    g.add_node("tools", ToolNode([get_order, issue_refund]))
+    g.add_edge(START, "lookup")
+    g.add_edge("lookup", "agent")
+    g.add_edge("agent", "tools")
+    g.add_edge("tools", END)
+    fc = from_langgraph(g.compile(), name="tools")
+    assert fc.nodes["lookup"].kind == "tool" and fc.nodes["lookup"].tool == "get_order"
+    assert fc.nodes["tools"].kind == "decision"
+    assert {n.id: n.tool for n in fc.nodes.values() if n.kind == "tool"} == {
+        "lookup": "get_order", "tools.get_order": "get_order", "tools.issue_refund": "issue_refund"
+    }
+    assert {(e.source, e.target, e.condition) for e in fc.edges if "tools" in e.source} == {
+        ("tools", "tools.get_order", "get_order"),
+        ("tools", "tools.issue_refund", "issue_refund"),
+        ("tools.get_order", "__end__", ""),
+        ("tools.issue_refund", "__end__", ""),
+    }
+    refund = fc.tool_schema("issue_refund")
+    assert refund is not None and refund["function"]["description"] == "Refund part or all of an order."
+    params = refund["function"]["parameters"]
+    assert params["required"] == ["order_id", "amount"] and params["properties"]["amount"]["type"] == "number"
+    # required arguments become placeholders; naming their slots is left as a TODO
+    assert fc.nodes["tools.issue_refund"].args == {"order_id": "{order_id}", "amount": "{amount}"}
+    assert any("placeholder `{amount}` names no slot" in str(i) for i in validate(fc) if i.kind == "synthesis")
+    assert [i for i in validate(fc) if i.kind == "structure"] == []
