@@ -164,6 +164,7 @@ def from_graph(
     nodes: Mapping[str, DrawnNode],
     edges: Iterable[DrawnEdge],
     tool_schemas: Mapping[str, dict[str, Any]] | None = None,
+    clusters: Mapping[str, list[str]] | None = None,
 ) -> Flowchart:
     """Turn a drawing into a chart, inferring kinds from shapes and position.
 
@@ -182,6 +183,9 @@ def from_graph(
     edge_list = list(edges)
     notes: list[str] = []
     where = f"`{source}`"
+    for cid, members in (clusters or {}).items():
+        if cid in nodes:
+            nodes, edge_list = _enter_cluster(cid, members, nodes, edge_list, notes, where)
     if edge_list:
         linked = {e.source for e in edge_list} | {e.target for e in edge_list}
         isolated = [n.id for n in nodes.values() if n.id not in linked and n.attrs.get("kind") != "start"]
@@ -273,6 +277,38 @@ def from_graph(
         source=source,
         notes=tuple(notes),
     )
+
+
+def _enter_cluster(
+    cid: str,
+    members: list[str],
+    nodes: Mapping[str, DrawnNode],
+    edges: list[DrawnEdge],
+    notes: list[str],
+    where: str,
+) -> tuple[dict[str, DrawnNode], list[DrawnEdge]]:
+    """A link to a subgraph (Mermaid's `A --> sub`) enters it at its first steps; one from it leaves from its last."""
+    inner = [m for m in members if m in nodes and m != cid]
+    if not inner:
+        return dict(nodes), edges
+    inside = set(inner)
+    heads = [m for m in inner if not any(e.target == m and e.source in inside for e in edges)] or inner[:1]
+    tails = [m for m in inner if not any(e.source == m and e.target in inside for e in edges)] or inner[-1:]
+    out: list[DrawnEdge] = []
+    for e in edges:
+        if e.source == cid and e.target == cid:
+            continue
+        if e.target == cid:
+            out.extend(DrawnEdge(e.source, h, e.label, e.line, e.drawn) for h in heads)
+        elif e.source == cid:
+            out.extend(DrawnEdge(t, e.target, e.label, e.line, e.drawn) for t in tails)
+        else:
+            out.append(e)
+    notes.append(
+        f"{where}: links to the subgraph `{cid}` enter it at {_names(heads, verb=False)}; "
+        f"links from it leave from {_names(tails, verb=False)}"
+    )
+    return {k: v for k, v in nodes.items() if k != cid}, out
 
 
 def _required_args(schema: Mapping[str, Any] | None) -> dict[str, str]:

@@ -123,6 +123,7 @@ class _Parser:
         self.edges: list[DrawnEdge] = []
         self.edge_ids: set[str] = set()
         self.groups: list[_Group] = []
+        self.clusters: dict[str, list[str]] = {}  # subgraph id -> the nodes inside, nested ones too
         self.n_links = 0
 
     # -------------------------------------------------------------- helpers
@@ -284,6 +285,10 @@ class _Parser:
             if node is not None and node.group is None:
                 node.group = group.title  # the innermost subgraph claims a node first, as in Mermaid
         self.groups.append(group)
+        flat: list[str] = []
+        for nid in members:
+            flat.extend(self.clusters.get(nid, [nid]))
+        self.clusters.setdefault(sub_id, []).extend(dict.fromkeys(flat))
         del head
         return sub_id
 
@@ -651,6 +656,13 @@ def _label(text: _Text) -> str:
 
 def parse_graph(text: str, source: str = "<mermaid>") -> tuple[dict[str, DrawnNode], list[DrawnEdge], str]:
     """The drawing as Mermaid reads it: nodes in the order Mermaid creates them, edges, and the front-matter title."""
+    nodes, edges, title, _ = _parse(text, source)
+    return nodes, edges, title
+
+
+def _parse(
+    text: str, source: str
+) -> tuple[dict[str, DrawnNode], list[DrawnEdge], str, dict[str, list[str]]]:
     cleaned, origin, front = preprocess(text)
     line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
     if not cleaned.strip():
@@ -682,12 +694,12 @@ def parse_graph(text: str, source: str = "<mermaid>") -> tuple[dict[str, DrawnNo
             meta = None
         if isinstance(meta, dict) and meta.get("title"):
             title = str(meta["title"])
-    return parser.nodes, parser.edges, title
+    return parser.nodes, parser.edges, title, parser.clusters
 
 
 def parse_mermaid(text: str, name: str = "workflow", source: str = "<mermaid>") -> Flowchart:
     """Parse Mermaid flowchart text; raises :class:`FlowchartError` naming the line at fault."""
-    nodes, edges, title = parse_graph(text, source)
+    nodes, edges, title, clusters = _parse(text, source)
     if not nodes:
         raise FlowchartError(f"`{source}`: the flowchart has no nodes; draw at least a start and an end")
-    return from_graph(title or name, source, nodes, edges)
+    return from_graph(title or name, source, nodes, edges, clusters=clusters)

@@ -373,3 +373,28 @@ def test_check_notes_the_handoffs_of_an_off_page_chart(cli: typer.Typer) -> None
         "ending label"
     ) in result.output
     assert "terminals:      3: claims_chart (handoff), billing_chart (handoff), bye (success)" in result.output
+
+
+def test_subgraphs_and_clusters_become_groups_and_links_to_a_subgraph_enter_it() -> None:
+    charts = Path(__file__).parent / "charts"
+    fc = load_flowchart(charts / "structure.mmd")
+    assert {n.id: n.group for n in fc.nodes.values()} == {
+        "start": None,
+        "ask": "Intake team",
+        "check": "Intake team",
+        "verify": "Nested check",  # the innermost subgraph wins
+        "charge": "billing",
+        "quoted": "Quoted title with spaces",
+        "done": None,
+    }
+    # `start --> intake` points at the subgraph: it enters at `ask`; `orphan` (a style line's node) is left out
+    assert [(e.source, e.target) for e in fc.edges][:2] == [("start", "ask"), ("ask", "check")]
+    assert fc.notes[0].endswith("links to the subgraph `intake` enter it at `ask`; links from it leave from `verify`")
+    assert "`orphan` connected to no other node; left out of the chart" in fc.notes[1]
+    assert loads_yaml(dump_yaml(fc)) == fc and "group: Intake team" in dump_yaml(fc)
+    dot = load_flowchart(charts / "attributes.dot")
+    assert (dot.nodes["refund"].group, dot.nodes["explain"].group, dot.nodes["ask"].group) == (
+        "Billing",  # a cluster's label
+        "policy",  # a named subgraph without a label
+        None,
+    )
