@@ -156,6 +156,67 @@ def workflows(config: ConfigOpt = None) -> None:
     Console(width=200).print(table)
 
 
+def _since(value: str | None) -> float | None:
+    """`--since` as unix seconds: an ISO date or date-time (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    import datetime as dt
+
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise fail(f"--since `{value}` is not a date; write it as YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+
+
+@app.command()
+def export(
+    workflow: Annotated[str, typer.Argument(help="workflow name, as `tiergate workflows` lists it")],
+    out: Annotated[str, typer.Option("--out", "-o", help="JSONL file to write (`-` for stdout)")],
+    since: Annotated[str | None, typer.Option(help="only conversations started on or after this date")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="at most this many conversations")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a workflow's captured conversations as JSONL, one a line, in the OpenAI chat format.
+
+    The file is what `tiergate compile --traffic` reads; it streams, so memory stays flat.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.store.engine import make_engine, migrate
+    from gateway.store.transcripts import export_lines
+
+    settings = settings_or_exit(config)
+    start = _since(since)
+    try:
+        engine = make_engine(settings.storage.url)
+        migrate(engine)
+        fh = sys.stdout.buffer if out == "-" else open(out, "wb")  # noqa: SIM115
+    except OSError as exc:
+        raise fail(f"cannot write `{out}`: {exc.strerror or exc}") from None
+    except SQLAlchemyError as exc:
+        raise fail(f"cannot read the store {settings.storage.url.split('@')[-1]}: {type(exc).__name__}") from None
+    n = 0
+    try:
+        for line in export_lines(engine, workflow, since=start, limit=limit):
+            fh.write(line)
+            n += 1
+    except SQLAlchemyError as exc:
+        raise fail(f"reading the store failed after {n} conversations: {type(exc).__name__}") from None
+    finally:
+        if fh is not sys.stdout.buffer:
+            fh.close()
+        engine.dispose()
+    if n == 0:
+        raise fail(
+            f"no captured conversations for workflow `{workflow}`"
+            + (f" since {since}" if since else "")
+            + "; list workflows with `tiergate workflows` (capture may be off for it)",
+            code=1,
+        )
+    Console(stderr=True, highlight=False).print(f"wrote {n} conversations of `{workflow}` to {out}", markup=False)
+
+
 def _register_optional(module: str) -> None:
     """Add the router's and the compiler's commands; they stay out of the gateway's import graph."""
     try:

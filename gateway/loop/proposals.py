@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.loop.payback import LoopConfig, Payback, WorkflowUsage, payback
 from gateway.loop.rollup import totals
+from gateway.proxy.defaults import resolve
 from gateway.settings import Settings
 from gateway.store.loop_schema import jobs, proposals, routes
 
@@ -153,6 +154,8 @@ def raise_due(engine: Engine, cfg: LoopConfig, settings: Settings | None = None,
     for st in workflow_statuses(engine, cfg, settings, now=now):
         if not st.stability.stable or st.stability.fingerprint is None or st.proposal is not None:
             continue
+        if settings is not None and not resolve(settings, st.workflow).propose:
+            continue  # `propose: false` in `defaults:` or the workflow's entry
         fp = st.stability.fingerprint
         if compiled_fp.get(st.workflow) == fp:
             continue  # already compiled for this very prompt

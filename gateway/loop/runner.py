@@ -28,6 +28,7 @@ from gateway.loop import canary
 from gateway.loop.jobs import JobRunner, pid_runs
 from gateway.loop.payback import LoopConfig
 from gateway.loop.proposals import raise_due, workflow_statuses
+from gateway.loop.retention import enforce_retention
 from gateway.loop.rollup import advance
 from gateway.proxy.plan import RouteChoice
 from gateway.settings import Settings
@@ -69,6 +70,7 @@ class LoopHandle:
             self.last_threshold_check = clock
             advance(self.engine, lag_s=self.cfg.rollup_lag_s)
             raise_due(self.engine, self.cfg, self.settings, now=now)
+            enforce_retention(self.engine, self.settings, now=now)
         for job in self.runner.tick():
             self._on_ready(job)
         self._retry_pending_canaries()

@@ -40,6 +40,7 @@ from gateway.proxy.protocol import (
 from gateway.proxy.relay import stream
 from gateway.proxy.rungs import Rungs
 from gateway.proxy.toolload import ToolLoader
+from gateway.proxy.transcribe import Capture
 from gateway.proxy.upstream import Upstreams
 from gateway.settings import Settings
 from gateway.store.ledger import LedgerWriter, Record
@@ -73,6 +74,8 @@ class ChatService:
         self.learner = Learner(upstreams, self.accounts, rungs)
         # the loop's compiled-route table once the loop runs (handed in by gateway.web.app.wire)
         self.loop: CompiledRoutes | None = None
+        # transcript capture (gateway/proxy/transcribe.py), handed in by the app factory
+        self.capture: Capture | None = None
 
     async def drain(self) -> None:
         """Let shadow calls in flight finish, so their ledger records and labels are not lost."""
@@ -149,6 +152,8 @@ class ChatService:
         record.ttfb_ms = (time.perf_counter() - t0) * 1000
         reply = reply_message(done.parsed)
         self.accounts.account(record, plan, usage_of(done.parsed), reply)
+        if self.capture is not None:
+            self.capture.after(ident, plan.client_body, reply)
         await self.conversations.remember(
             continuation_key(ident.hashes, reply), ident.conversation, ident.turn, ident.workflow
         )
@@ -167,6 +172,8 @@ class ChatService:
         self, plan: Plan, record: Record, ident: Identity, out_headers: dict[str, str], t0: float
     ) -> ChatResult:
         async def on_answer(reply: dict[str, Any]) -> None:
+            if self.capture is not None:
+                self.capture.after(ident, plan.client_body, reply)
             await self.conversations.remember(
                 continuation_key(ident.hashes, reply), ident.conversation, ident.turn, ident.workflow
             )

@@ -60,6 +60,11 @@ def create_app(settings: Settings) -> FastAPI:
             queue_max=settings.ledger.queue_max,
         )
         await ledger.start()
+        from gateway.proxy.transcribe import Capture, known_secrets
+        from gateway.store.transcripts import TranscriptWriter
+
+        transcripts = TranscriptWriter(engine)
+        await transcripts.start()
         link = RedisLink(settings.storage.redis_url)
         from gateway.proxy.upstream import Upstreams
 
@@ -81,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
             spend_seed=lambda key_id: month_spend(engine, key_id),
             rungs=rungs,
         )
+        service.capture = Capture(settings, transcripts, known_secrets(settings))
         app.state.tg = AppState(
             settings=settings,
             engine=engine,
@@ -97,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
             await service.drain()
             await rungs.stop()
             await ledger.stop()
+            await transcripts.stop()  # after the drain: every accepted turn is written
             log.info("ledger flushed: %d records written this run", ledger.written)
             await upstreams.close()
             await link.close()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 
 from gateway.errors import NotFound
 from gateway.proxy.keys import KeyCreate, KeyCreated, KeyPublic, create_key, list_keys, revoke_key
 from gateway.store.queries import conversations, workflow_exists, workflow_summaries
+from gateway.store.transcripts import export_lines
 from gateway.web.deps import Admin, State
 
 router = APIRouter(prefix="/api", dependencies=[Admin])
@@ -28,6 +32,40 @@ async def get_conversations(
     if not rows and not await asyncio.to_thread(workflow_exists, st.engine, workflow_id):
         raise NotFound(f"No workflow `{workflow_id}` in the ledger; list them with GET /api/workflows.")
     return {"workflow": workflow_id, "data": rows}
+
+
+@router.get("/workflows/{workflow_id}/export")
+async def export_workflow(
+    workflow_id: str,
+    st: State,
+    since: float | None = Query(None, description="unix seconds: conversations started on or after"),
+    limit: int | None = Query(None, ge=1),
+) -> StreamingResponse:
+    """The workflow's captured conversations as JSONL (OpenAI chat format), streamed one a line."""
+    lines = export_lines(st.engine, workflow_id, since=since, limit=limit)
+
+    async def body() -> AsyncIterator[bytes]:
+        while True:  # each page of conversations is read in a worker thread, never on the event loop
+            chunk = await asyncio.to_thread(_next_chunk, lines)
+            if not chunk:
+                return
+            yield chunk
+
+    name = quote(workflow_id, safe="")
+    return StreamingResponse(
+        body(),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}.jsonl"},
+    )
+
+
+def _next_chunk(lines: Iterator[bytes], size: int = 64) -> bytes:
+    out = []
+    for line in lines:
+        out.append(line)
+        if len(out) >= size:
+            break
+    return b"".join(out)
 
 
 @router.post("/keys", status_code=201)

@@ -1,0 +1,237 @@
+"""Conversation transcripts: captured turn by turn off the request path, exported one conversation a line.
+
+    writer = TranscriptWriter(engine); await writer.start()
+    writer.submit(Turn(...)); ...; await writer.stop()            # stop() writes everything accepted
+    for line in export_lines(engine, "support", since=None, limit=None): ...   # OpenAI chat JSONL
+
+Storage is linear in turns: an app re-sends the whole history every turn, but identity knows how many
+leading messages an earlier turn already sent (`Identity.continued`), so a turn appends only the
+messages after them plus the reply, one row each in `transcript_messages`, and touches its
+conversation's row in `transcripts`. The tools offered are stored once per conversation and again
+only when they change. Redaction runs here, in the writer's thread, before any row is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, and_, bindparam, delete, insert, or_, select, update
+
+from gateway.store.schema import transcript_messages as TM
+from gateway.store.schema import transcripts as T
+
+log = logging.getLogger("tiergate.transcripts")
+
+
+@dataclass(slots=True)
+class Turn:
+    """One answered request, as the request path hands it over (references, no copies, no JSON)."""
+
+    workflow: str
+    conversation: str
+    turn: int
+    ts: float
+    messages: Sequence[Any]  # everything the app sent, as it sent it
+    continued: int  # leading messages an earlier turn already sent (0: a conversation's first turn)
+    tools: Any
+    reply: Any
+    redact: Callable[[Any], Any]
+
+
+def transcript_id(workflow: str, conversation: str, split: int = 0) -> str:
+    key = f"{workflow}\x00{conversation}" + (f"\x00{split}" if split else "")
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+class TranscriptWriter:
+    """Batched writes in a worker thread, like the ledger: a request never waits on the store."""
+
+    def __init__(self, engine: Engine, *, batch_size: int = 200, flush_interval: float = 0.25, queue_max: int = 50_000):
+        self._engine = engine
+        self._batch_size = batch_size
+        self._interval = flush_interval
+        self._queue: asyncio.Queue[Turn] = asyncio.Queue(maxsize=queue_max)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.written = 0
+        self.dropped = 0
+
+    async def start(self) -> None:
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="transcript-writer")
+
+    def submit(self, turn: Turn) -> None:
+        try:
+            self._queue.put_nowait(turn)
+        except asyncio.QueueFull:  # the store is down or far behind: the request still succeeds
+            self.dropped += 1
+            log.error("transcript queue full (%d turns); dropping a turn of %s", self._queue.qsize(), turn.workflow)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def stop(self) -> None:
+        """Write every accepted turn, then end: a graceful stop loses nothing accepted."""
+        if self._task is not None:
+            self._stopping.set()
+            await self._task
+            self._task = None
+        while not self._queue.empty():
+            await self._write(self._take())
+
+    def _take(self) -> list[Turn]:
+        batch: list[Turn] = []
+        while len(batch) < self._batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
+            except TimeoutError:
+                pass
+            while not self._queue.empty():
+                await self._write(self._take())
+            if self._stopping.is_set():
+                return
+
+    async def _write(self, batch: list[Turn]) -> None:
+        if not batch:
+            return
+        for attempt in range(5):
+            try:
+                await asyncio.to_thread(write_turns, self._engine, batch)
+                self.written += len(batch)
+                return
+            except Exception as exc:  # a hiccup (or another process's insert of the same row): retry
+                log.warning("transcript write of %d turns failed (attempt %d): %s", len(batch), attempt + 1, exc)
+                await asyncio.sleep(0.1 * 2**attempt)
+        self.dropped += len(batch)
+        log.error("transcripts: dropped a batch of %d turns after retries", len(batch))
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def write_turns(engine: Engine, batch: Sequence[Turn]) -> None:
+    """Append a batch of turns in one transaction (blocking; the writer runs it in a thread)."""
+    ids = {transcript_id(t.workflow, t.conversation) for t in batch}
+    with engine.begin() as conn:
+        state: dict[str, list[Any]] = {
+            r.id: [r.messages, r.tools_hash, r.turns, False]
+            for r in conn.execute(select(T.c.id, T.c.messages, T.c.tools_hash, T.c.turns).where(T.c.id.in_(ids)))
+        }
+        rows: list[dict[str, Any]] = []
+        fresh: dict[str, dict[str, Any]] = {}
+        touched: dict[str, dict[str, Any]] = {}
+        cuts: list[tuple[str, int]] = []
+        for t in batch:
+            tid = transcript_id(t.workflow, t.conversation)
+            st = state.get(tid)
+            if st is not None and t.continued == 0 and st[0] > 0:
+                # an explicit conversation id whose history matches nothing stored: keep both
+                tid = transcript_id(t.workflow, t.conversation, t.turn)
+                st = state.get(tid)
+            stored = st[0] if st is not None else 0
+            start = min(stored, t.continued)
+            if start < stored:  # a retried or branched turn: the latest branch replaces the old tail
+                cuts.append((tid, start))
+            new = [t.redact(m) for m in t.messages[start:]] + [t.redact(t.reply)]
+            rows += [
+                {"transcript_id": tid, "seq": start + i, "turn": t.turn, "reply": i == len(new) - 1, "body": _dumps(m)}
+                for i, m in enumerate(new)
+            ]
+            tools_json = _dumps(t.redact(t.tools)) if t.tools else None
+            tools_hash = hashlib.blake2b(tools_json.encode(), digest_size=8).hexdigest() if tools_json else None
+            count = start + len(new)
+            if st is None:
+                fresh[tid] = {
+                    "id": tid, "workflow": t.workflow, "conversation": t.conversation[:80], "started": t.ts,
+                    "updated": t.ts, "turns": 1, "messages": count, "tools": tools_json, "tools_hash": tools_hash,
+                }
+                state[tid] = [count, tools_hash, 1, True]
+            elif st[3]:  # created earlier in this batch
+                row = fresh[tid]
+                row.update(updated=max(row["updated"], t.ts), turns=row["turns"] + 1, messages=count)
+                if tools_hash != row["tools_hash"]:
+                    row.update(tools=tools_json, tools_hash=tools_hash)
+                st[0] = count
+            else:
+                st[0], st[2] = count, st[2] + 1
+                row = touched.setdefault(tid, {"b_id": tid})
+                row.update(updated=t.ts, turns=st[2], messages=count)
+                if tools_hash != st[1]:
+                    st[1] = tools_hash
+                    row.update(tools=tools_json, tools_hash=tools_hash)
+        for tid, start in cuts:
+            conn.execute(delete(TM).where(TM.c.transcript_id == tid, TM.c.seq >= start))
+        if fresh:
+            conn.execute(insert(T), list(fresh.values()))
+        plain = [r for r in touched.values() if "tools" not in r]
+        for group in (plain, [r for r in touched.values() if "tools" in r]):
+            if group:
+                values: dict[str, Any] = {k: bindparam(k) for k in group[0] if k != "b_id"}
+                conn.execute(update(T).where(T.c.id == bindparam("b_id")).values(**values), group)
+        if rows:
+            conn.execute(insert(TM), rows)
+
+
+# ---------------------------------------------------------------------------------------- read back
+
+
+def export_lines(
+    engine: Engine, workflow: str, *, since: float | None = None, limit: int | None = None, page: int = 100
+) -> Iterator[bytes]:
+    """A workflow's conversations as JSONL lines (`{"messages", "tools", "tiergate"}`), oldest first.
+
+    The OpenAI chat format `tiergate compile --traffic` reads; `tiergate` tags the line with its
+    workflow and conversation id (compiler/traffic.py keeps the tag).
+
+    Keyset pages of `page` conversations, so memory stays flat however many there are.
+    """
+    after: tuple[float, str] | None = None
+    sent = 0
+    while limit is None or sent < limit:
+        take = page if limit is None else min(page, limit - sent)
+        q = select(T.c.id, T.c.started, T.c.tools, T.c.conversation).where(T.c.workflow == workflow)
+        if since is not None:
+            q = q.where(T.c.started >= since)
+        if after is not None:
+            q = q.where(or_(T.c.started > after[0], and_(T.c.started == after[0], T.c.id > after[1])))
+        with engine.connect() as conn:
+            heads = conn.execute(q.order_by(T.c.started, T.c.id).limit(take)).all()
+            if not heads:
+                return
+            bodies: dict[str, list[str]] = {h.id: [] for h in heads}
+            for r in conn.execute(
+                select(TM.c.transcript_id, TM.c.body)
+                .where(TM.c.transcript_id.in_(list(bodies)))
+                .order_by(TM.c.transcript_id, TM.c.seq)
+            ):
+                bodies[r.transcript_id].append(r.body)
+        for h in heads:
+            tools = f',"tools":{h.tools}' if h.tools else ""
+            tag = _dumps({"workflow": workflow, "conversation": h.conversation})
+            yield f'{{"messages":[{",".join(bodies[h.id])}]{tools},"tiergate":{tag}}}\n'.encode()
+        sent += len(heads)
+        after = (heads[-1].started, heads[-1].id)
+
+
+def delete_transcripts(engine: Engine, ids: Sequence[str]) -> int:
+    """Remove conversations and their messages, in chunks (retention)."""
+    done = 0
+    for i in range(0, len(ids), 500):
+        chunk = list(ids[i : i + 500])
+        with engine.begin() as conn:
+            conn.execute(delete(TM).where(TM.c.transcript_id.in_(chunk)))
+            done += conn.execute(delete(T).where(T.c.id.in_(chunk))).rowcount
+    return done
