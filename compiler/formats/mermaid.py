@@ -26,90 +26,28 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from compiler.flowchart import Flowchart, FlowchartError
-from compiler.formats.drawing import DrawnEdge, DrawnNode, Shape, clean_label, from_graph
+from compiler.formats.drawing import DrawnEdge, DrawnNode, clean_label, from_graph
 from compiler.formats.mermaid_lexer import LexError, Token, decode_entities, lex, preprocess
-
-# Mermaid's shape names -> the shape class kinds are inferred from (anything else: a step).
-_SHAPE_CLASS: dict[str, Shape] = {
-    "round": "round", "rounded": "round", "event": "round",
-    "stadium": "oval", "terminal": "oval", "pill": "oval", "circle": "oval", "circ": "oval",
-    "doublecircle": "oval", "dbl-circ": "oval", "double-circle": "oval", "ellipse": "oval",
-    "sm-circ": "oval", "start": "oval", "small-circle": "oval", "fr-circ": "oval", "stop": "oval",
-    "framed-circle": "oval", "f-circ": "oval", "junction": "oval", "filled-circle": "oval",
-    "diamond": "decision", "hexagon": "decision", "diam": "decision", "decision": "decision",
-    "question": "decision", "hex": "decision", "prepare": "decision",
-    "subroutine": "tool", "fr-rect": "tool", "subprocess": "tool", "subproc": "tool",
-    "framed-rectangle": "tool",
-}
-# Every name `@{ shape: ... }` accepts in Mermaid 12.3 (short names and aliases).
-_VALID_SHAPES = frozenset(
-    "rect proc process rectangle rounded event stadium terminal pill fr-rect subprocess subproc "
-    "framed-rectangle subroutine cyl db database cylinder datastore data-store folder directory bucket "
-    "console browser person circle circ bang cloud diam decision diamond question hex hexagon prepare "
-    "lean-r lean-right in-out lean-l lean-left out-in trap-b priority trapezoid-bottom trapezoid trap-t "
-    "manual trapezoid-top inv-trapezoid dbl-circ double-circle text notch-rect card notched-rectangle "
-    "lin-rect lined-rectangle lined-process lin-proc shaded-process sm-circ start small-circle fr-circ "
-    "stop framed-circle fork join hourglass collate brace comment brace-l brace-r braces bolt com-link "
-    "lightning-bolt doc document delay half-rounded-rectangle h-cyl das horizontal-cylinder lin-cyl "
-    "disk lined-cylinder curv-trap curved-trapezoid display div-rect div-proc divided-rectangle "
-    "divided-process tri extract triangle win-pane internal-storage window-pane f-circ junction "
-    "filled-circle notch-pent loop-limit notched-pentagon flip-tri manual-file flipped-triangle "
-    "sl-rect manual-input sloped-rectangle docs documents st-doc stacked-document st-rect procs "
-    "processes stacked-rectangle bow-rect stored-data bow-tie-rectangle cross-circ summary "
-    "crossed-circle tag-doc tagged-document tag-rect tagged-rectangle tag-proc tagged-process flag "
-    "paper-tape odd lin-doc lined-document state choice note composite icon anchor bpmn-start "
-    "bpmn-intermediate bpmn-boundary bpmn-end bpmn-gateway bpmn-activity bpmn-data bpmn-data-store "
-    "bpmn-annotation".split()
+from compiler.formats.mermaid_vocab import (
+    ALNUM_TOKENS,
+    BRACKET_SHAPES,
+    ID_TOKENS,
+    SEPARATORS,
+    SHAPE_CLASS,
+    STYLE_TOKENS,
+    TITLE_TOKENS,
+    VALID_SHAPES,
+    Group,
+    Link,
+    Text,
+    destruct_link,
+    label_text,
 )
-_ID_TOKENS = frozenset(
-    {"NUM", "NODE_STRING", "DOWN", "MINUS", "DEFAULT", "COMMA", "COLON", "AMP", "BRKT", "MULT", "UNICODE_TEXT"}
-)
-_ALNUM_TOKENS = frozenset(
-    {"NUM", "UNICODE_TEXT", "NODE_STRING", "DIR", "DOWN", "MINUS", "COMMA", "COLON", "AMP", "BRKT", "MULT"}
-)
-_TITLE_TOKENS = frozenset(
-    {"NUM", "NODE_STRING", "SPACE", "MINUS", "AMP", "UNICODE_TEXT", "COLON", "MULT", "BRKT", "START_LINK",
-     "STYLE", "LINKSTYLE", "CLASSDEF", "CLASS", "CLICK", "GRAPH", "DIR", "subgraph", "end", "DOWN", "UP"}
-)
-_STYLE_TOKENS = frozenset({"NUM", "NODE_STRING", "COLON", "UNIT", "SPACE", "BRKT", "STYLE", "PCT"})
-_SEPARATORS = frozenset({"NEWLINE", "SEMI", "EOF"})
-# (opening token, closing token, Mermaid's shape name)
-_SHAPES: dict[str, tuple[str, str]] = {
-    "SQS": ("SQE", "square"),
-    "DOUBLECIRCLESTART": ("DOUBLECIRCLEEND", "doublecircle"),
-    "(-": ("-)", "ellipse"),
-    "STADIUMSTART": ("STADIUMEND", "stadium"),
-    "SUBROUTINESTART": ("SUBROUTINEEND", "subroutine"),
-    "CYLINDERSTART": ("CYLINDEREND", "cylinder"),
-    "TAGEND": ("SQE", "odd"),
-}
-
-
-@dataclass
-class _Text:
-    text: str
-    kind: str  # text | string | markdown
-
-
-@dataclass
-class _Link:
-    type: str
-    stroke: str
-    text: _Text | None
-    drawn: str
-    id: str | None = None
-
-
-@dataclass
-class _Group:
-    title: str
-    members: list[str] = field(default_factory=list)
 
 
 class _Parser:
@@ -122,7 +60,7 @@ class _Parser:
         self.nodes: dict[str, DrawnNode] = {}
         self.edges: list[DrawnEdge] = []
         self.edge_ids: set[str] = set()
-        self.groups: list[_Group] = []
+        self.groups: list[Group] = []
         self.clusters: dict[str, list[str]] = {}  # subgraph id -> the nodes inside, nested ones too
         self.n_links = 0
 
@@ -186,7 +124,7 @@ class _Parser:
             self.take("SEMI", "NEWLINE", want="a new line or `;` after the header")
         self.document(None)
 
-    def document(self, group: _Group | None) -> list[str]:
+    def document(self, group: Group | None) -> list[str]:
         """Statements until `end` (in a subgraph) or the end of the chart; the nodes they name."""
         named: list[str] = []
         opener = self.peek(-1)
@@ -211,7 +149,7 @@ class _Parser:
     def statement(self) -> list[str]:
         tok = self.peek()
         t = tok.type
-        if t in _ID_TOKENS:
+        if t in ID_TOKENS:
             named = self.vertex_statement()
         elif t == "STYLE":
             self.i += 1
@@ -253,7 +191,7 @@ class _Parser:
             return []
         else:
             raise self.unexpected("a node, a link or a statement")
-        if not self.at(*_SEPARATORS):
+        if not self.at(*SEPARATORS):
             raise self.unexpected("a new line or `;`")
         self.i += 1
         return named
@@ -274,11 +212,11 @@ class _Parser:
                 title = t.text.strip()
             elif re.search(r"\s", raw.text.strip()):
                 sub_id = None
-        if not self.at(*_SEPARATORS):
+        if not self.at(*SEPARATORS):
             raise self.unexpected("a new line after the subgraph title")
         self.i += 1
         sub_id = sub_id or f"subGraph{len(self.groups)}"
-        group = _Group(clean_label(decode_entities(title)) or sub_id)
+        group = Group(clean_label(decode_entities(title)) or sub_id)
         members = self.document(group)
         for nid in members:
             node = self.nodes.get(nid)
@@ -292,25 +230,25 @@ class _Parser:
         del head
         return sub_id
 
-    def title_text(self) -> _Text:
+    def title_text(self) -> Text:
         if self.at("STR", "MD_STR"):
             tok = self.take("STR", "MD_STR")
             parts = [tok.text]
             kind = "string" if tok.type == "STR" else "markdown"
-        elif self.at(*_TITLE_TOKENS):
+        elif self.at(*TITLE_TOKENS):
             parts, kind = [], "text"
         else:
             raise self.unexpected("a subgraph id or title")
-        while self.at(*_TITLE_TOKENS):
-            parts.append(self.take(*_TITLE_TOKENS).text)
-        return _Text("".join(parts), kind)
+        while self.at(*TITLE_TOKENS):
+            parts.append(self.take(*TITLE_TOKENS).text)
+        return Text("".join(parts), kind)
 
     def styles(self) -> None:
         """``stylesOpt``: style components separated by commas (only checked, never used)."""
         while True:
-            if not self.at(*_STYLE_TOKENS):
+            if not self.at(*STYLE_TOKENS):
                 raise self.unexpected("a style such as `fill:#f9f`")
-            while self.at(*_STYLE_TOKENS):
+            while self.at(*STYLE_TOKENS):
                 self.i += 1
             if not self.at("COMMA"):
                 return
@@ -344,11 +282,11 @@ class _Parser:
         self.styles()
 
     def alnum(self) -> str:
-        if not self.at(*_ALNUM_TOKENS):
+        if not self.at(*ALNUM_TOKENS):
             raise self.unexpected("a name")
         parts = []
-        while self.at(*_ALNUM_TOKENS):
-            parts.append(self.take(*_ALNUM_TOKENS).text)
+        while self.at(*ALNUM_TOKENS):
+            parts.append(self.take(*ALNUM_TOKENS).text)
         return "".join(parts)
 
     def click(self) -> None:
@@ -392,7 +330,7 @@ class _Parser:
         while self.at("LINK", "START_LINK", "LINK_ID"):
             link_tok = self.peek()
             link = self.link()
-            if not self.at(*_ID_TOKENS):
+            if not self.at(*ID_TOKENS):
                 raise self.unexpected(f"a target node after the link `{link.drawn.strip()}`", link_tok)
             right = self.node_group()
             if self.at("SHAPE_DATA"):
@@ -422,7 +360,7 @@ class _Parser:
             if not self.at("SPACE"):
                 raise self.unexpected("a space after `&`")
             self.spaces()
-            if not self.at(*_ID_TOKENS):
+            if not self.at(*ID_TOKENS):
                 raise self.unexpected("a node after `&`")
             ids.append(self.styled_vertex())
             if pending is not None:
@@ -438,21 +376,21 @@ class _Parser:
         return nid
 
     def id_string(self) -> str:
-        if not self.at(*_ID_TOKENS):
+        if not self.at(*ID_TOKENS):
             raise self.unexpected("a node id")
         parts = []
-        while self.at(*_ID_TOKENS):
-            parts.append(self.take(*_ID_TOKENS).text)
+        while self.at(*ID_TOKENS):
+            parts.append(self.take(*ID_TOKENS).text)
         return "".join(parts)
 
     def vertex_shape(self) -> str:
         first = self.peek()
         nid = self.id_string()
         t = self.peek().type
-        label: _Text | None = None
+        label: Text | None = None
         shape: str | None = None
-        if t in _SHAPES:
-            closer, shape = _SHAPES[t]
+        if t in BRACKET_SHAPES:
+            closer, shape = BRACKET_SHAPES[t]
             self.i += 1
             label = self.text()
             self.closing(closer, nid)
@@ -506,7 +444,7 @@ class _Parser:
             raise self.unexpected(f"{want} to close the label of node `{nid}`")
         self.i += 1
 
-    def text(self) -> _Text:
+    def text(self) -> Text:
         tok = self.peek()
         if tok.type == "STR":
             kind = "string"
@@ -520,17 +458,17 @@ class _Parser:
         parts = [tok.text]
         while self.at("TEXT", "TAGSTART", "TAGEND", "UNICODE_TEXT"):
             parts.append(self.take("TEXT", "TAGSTART", "TAGEND", "UNICODE_TEXT").text)
-        return _Text("".join(parts), kind)
+        return Text("".join(parts), kind)
 
-    def vertex(self, nid: str, tok: Token, label: _Text | None = None, shape: str | None = None) -> None:
+    def vertex(self, nid: str, tok: Token, label: Text | None = None, shape: str | None = None) -> None:
         node = self.nodes.get(nid)
         if node is None:
             node = self.nodes[nid] = DrawnNode(nid, nid, line=self.line(tok.pos))
         if label is not None:
-            node.label = _label(label)
+            node.label = label_text(label)
         if shape is not None:
             node.drawn = shape
-            node.shape = _SHAPE_CLASS.get(shape, "rect")
+            node.shape = SHAPE_CLASS.get(shape, "rect")
 
     def shape_data(self, nid: str) -> None:
         tok = self.peek()
@@ -551,23 +489,23 @@ class _Parser:
         node = self.nodes[nid]
         shape = doc.get("shape")
         if shape:
-            if shape != shape.lower() or "_" in shape or shape not in _VALID_SHAPES:
+            if shape != shape.lower() or "_" in shape or shape not in VALID_SHAPES:
                 raise self.fail(
                     f"node `{nid}`: no such shape `{shape}`; see Mermaid's shape list (for example "
                     "`rect`, `rounded`, `stadium`, `diamond`, `hex`, `subproc`, `circle`)",
                     tok,
                 )
             node.drawn = shape
-            node.shape = _SHAPE_CLASS.get(shape, "rect")
+            node.shape = SHAPE_CLASS.get(shape, "rect")
         if doc.get("label"):
-            node.label = _label(_Text(str(doc["label"]), "markdown"))
+            node.label = label_text(Text(str(doc["label"]), "markdown"))
         for key in ("kind", "tool", "outcome"):  # tiergate's own keys, as DOT takes them
             if doc.get(key):
                 node.attrs[key] = str(doc[key])
 
     # ---------------------------------------------------------------- links
 
-    def link(self) -> _Link:
+    def link(self) -> Link:
         link_id = None
         if self.at("LINK_ID"):
             link_id = self.take("LINK_ID").text[:-1]
@@ -575,20 +513,20 @@ class _Parser:
             start = self.take("START_LINK")
             inner = self.edge_text()
             end = self.take("LINK", want=f"the rest of the arrow after `{start.text.strip()} {inner.text.strip()}`")
-            kind, stroke = _destruct(end.text, start.text)
+            kind, stroke = destruct_link(end.text, start.text)
             drawn = f"{start.text.strip()} {inner.text.strip()} {end.text.strip()}"
-            return _Link(kind, stroke, inner, drawn, link_id)
+            return Link(kind, stroke, inner, drawn, link_id)
         tok = self.take("LINK", want="a link such as `-->`")
-        kind, stroke = _destruct(tok.text)
-        text: _Text | None = None
+        kind, stroke = destruct_link(tok.text)
+        text: Text | None = None
         if self.at("PIPE"):
             self.i += 1
             text = self.text()
             self.take("PIPE", want="`|` to close the link text")
             self.spaces()
-        return _Link(kind, stroke, text, tok.text.strip(), link_id)
+        return Link(kind, stroke, text, tok.text.strip(), link_id)
 
-    def edge_text(self) -> _Text:
+    def edge_text(self) -> Text:
         tok = self.peek()
         if tok.type not in ("EDGE_TEXT", "STR", "MD_STR", "UNICODE_TEXT"):
             raise self.unexpected("the link text")
@@ -597,10 +535,10 @@ class _Parser:
         parts = [tok.text]
         while self.at("EDGE_TEXT", "UNICODE_TEXT"):
             parts.append(self.take("EDGE_TEXT", "UNICODE_TEXT").text)
-        return _Text("".join(parts), kind)
+        return Text("".join(parts), kind)
 
-    def add_links(self, starts: list[str], ends: list[str], link: _Link) -> None:
-        label = _label(link.text) if link.text is not None else ""
+    def add_links(self, starts: list[str], ends: list[str], link: Link) -> None:
+        label = label_text(link.text) if link.text is not None else ""
         line = self.line(self.peek(-1).pos)
         for s in starts:
             for e in ends:
@@ -608,50 +546,6 @@ class _Parser:
                 self.n_links += 1
         if link.id:
             self.edge_ids.add(link.id)
-
-
-def _destruct(end: str, start: str | None = None) -> tuple[str, str]:
-    """Mermaid's ``destructLink``: the arrow head(s) and the stroke of a link."""
-    s = end.strip()
-    line, kind = s[:-1], "arrow_open"
-    tail = s[-1:]
-    if tail in ("x", ">", "o"):
-        kind = {"x": "arrow_cross", ">": "arrow_point", "o": "arrow_circle"}[tail]
-        if s.startswith({"x": "x", ">": "<", "o": "o"}[tail]):
-            kind, line = "double_" + kind, line[1:]
-    stroke = "normal"
-    if line.startswith("="):
-        stroke = "thick"
-    if line.startswith("~"):
-        stroke = "invisible"
-    if "." in line:
-        stroke = "dotted"
-    if start is None:
-        return kind, stroke
-    st = start.strip()
-    start_kind = {"<": "arrow_point", "x": "arrow_cross", "o": "arrow_circle"}.get(st[:1], "arrow_open")
-    if start_kind != "arrow_open":
-        st = st[1:]
-    start_stroke = "dotted" if "." in st else "thick" if "=" in st else "normal"
-    if start_stroke != stroke:
-        return "INVALID", "INVALID"
-    if start_kind == "arrow_open":
-        return kind, stroke
-    if start_kind != kind:
-        return "INVALID", "INVALID"
-    merged = "double_" + start_kind
-    return ("double_arrow_point" if merged == "double_arrow" else merged), stroke
-
-
-def _label(text: _Text) -> str:
-    """Mermaid's label text (trimmed, outer quotes dropped) as one line of plain text."""
-    raw = decode_entities(text.text).strip()
-    if len(raw) >= 2 and raw.startswith('"') and raw.endswith('"'):
-        raw = raw[1:-1]
-    if text.kind == "markdown":
-        raw = re.sub(r"(\*\*|__)(.+?)\1", r"\2", raw, flags=re.S)
-        raw = re.sub(r"(?<![\w*])([*_])(?!\s)(.+?)(?<!\s)\1(?![\w*])", r"\2", raw, flags=re.S)
-    return clean_label(raw)
 
 
 def parse_graph(text: str, source: str = "<mermaid>") -> tuple[dict[str, DrawnNode], list[DrawnEdge], str]:

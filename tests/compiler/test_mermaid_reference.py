@@ -20,7 +20,8 @@ from chart_reference import mermaid_reference
 from chartgen import random_mermaid
 
 from compiler.flowchart import FlowchartError, validate
-from compiler.formats.mermaid import _label, _Text, parse_graph, parse_mermaid
+from compiler.formats.mermaid import parse_graph, parse_mermaid
+from compiler.formats.mermaid_vocab import Text, label_text
 from compiler.formats.yaml import dump_yaml, loads_yaml
 
 CHARTS = Path(__file__).resolve().parent / "charts"
@@ -43,9 +44,9 @@ def _theirs(ref: dict[str, Any]) -> dict[str, Any]:
         return {"error": ref["error"]}
     return {
         # the same label normalisation on both sides: HTML line breaks, tags, entities, markdown
-        "nodes": [(i, v["type"], _label(_Text(v["text"], v["labelType"]))) for i, v in ref["nodes"]],
+        "nodes": [(i, v["type"], label_text(Text(v["text"], v["labelType"]))) for i, v in ref["nodes"]],
         "edges": [
-            (e["start"], e["end"], _label(_Text(e["text"], e["labelType"])), f"{e['type']}/{e['stroke']}")
+            (e["start"], e["end"], label_text(Text(e["text"], e["labelType"])), f"{e['type']}/{e['stroke']}")
             for e in ref["edges"]
         ],
     }
