@@ -49,19 +49,22 @@ def build_app() -> Starlette:
 
     def cached_tokens(pieces: list[tuple[bytes, bool]], anthropic: bool) -> tuple[int, int]:
         """(prompt tokens, cached tokens); `pieces` are serialized blocks, flagged where a breakpoint ends one."""
-        h = hashlib.sha256()
-        size = 0
+        data = b"".join(d for d, _ in pieces)
+        ends, at = [], 0
+        for d, breakpoint in pieces:
+            at += len(d)
+            if breakpoint:
+                ends.append(at)
+        step, least = config["block"] * 4, config["min"] * 4
+        points = ends if anthropic else list(range(step, len(data) + 1, step))
+        h, done = hashlib.sha256(), 0
         cuts: list[tuple[int, bytes]] = []
-        step = config["block"] * 4
-        for data, breakpoint in pieces:
-            for i in range(0, len(data), step):
-                part = data[i : i + step]
-                h.update(part)
-                size += len(part)
-                if not anthropic and size % step == 0 and size >= config["min"] * 4:
-                    cuts.append((size, h.copy().digest()))
-            if anthropic and breakpoint and size >= config["min"] * 4:
-                cuts.append((size, h.copy().digest()))
+        for point in points:
+            h.update(data[done:point])
+            done = point
+            if point >= least:
+                cuts.append((point, h.copy().digest()))
+        size = len(data)
         hit = max((n for n, d in cuts if d in seen), default=0)
         seen.update(d for _, d in cuts)
         return size // 4, hit // 4
