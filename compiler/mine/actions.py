@@ -22,18 +22,28 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from compiler.mine.slots import SlotFinding
+from compiler.mine.slots import SlotFinding, value_text
 from compiler.mine.static import StaticSplit
 from compiler.mine.traces import Trace, Turn
 
 TOOL, STEP, SAY = "tool:", "step:", "say:"
 _DIGITS = re.compile(r"\d+")
+
+
+def tool_label(tool: str, arg: str | None = None, value: str | None = None) -> str:
+    """``tool:file_claim``, or ``tool:file_claim(claim_type=motor)`` when an argument's value names the step."""
+    return f"{TOOL}{tool}({arg}={value})" if arg is not None else f"{TOOL}{tool}"
+
+
+def tool_of(label: str) -> str:
+    """The tool a tool label calls."""
+    return label[len(TOOL):].split("(", 1)[0]
 
 
 def normalise_reply(text: str, slots: SlotFinding | None, binding: Mapping[str, Sequence[str]]) -> str:
@@ -53,6 +63,7 @@ class ActionModel:
     centroids: np.ndarray  # one unit-length row per text label
     text_labels: list[str]
     min_similarity: float = 0.3
+    keys: dict[str, str] = field(default_factory=dict)  # tool -> the argument whose value names the step
 
     def text_label(self, text: str, binding: Mapping[str, Sequence[str]]) -> tuple[str | None, float]:
         """The text action whose replies ``text`` resembles most, and how much (cosine); None below the floor."""
@@ -70,7 +81,7 @@ class ActionModel:
     def label(self, turn: Turn, binding: Mapping[str, Sequence[str]]) -> str | None:
         """A turn's action: its tool, its known step, else the nearest reply cluster (None: like nothing seen)."""
         if turn.is_call:
-            return TOOL + (turn.tool or "")
+            return call_label(turn, self.keys)
         key = self.split.step_key(turn.system)
         if key and STEP + key in self.text_labels:
             return STEP + key
@@ -114,10 +125,104 @@ def _cluster(texts: list[str], counts: Counter[str], distance: float) -> dict[st
     return out
 
 
+def call_label(turn: Turn, keys: Mapping[str, str]) -> str:
+    tool = turn.tool or ""
+    arg = keys.get(tool)
+    if arg is None:
+        return tool_label(tool)
+    value = value_text(turn.arguments.get(arg))
+    return tool_label(tool, arg, value if value is not None else "?")
+
+
+def step_arguments(
+    traces: Sequence[Trace], labels: Sequence[Sequence[str | None]], slots: SlotFinding, max_values: int = 10,
+    max_overlap: float = 0.2,
+) -> dict[str, str]:
+    """Tools whose call sites differ by a constant argument: ``file_claim`` with ``claim_type: motor`` after
+    the motor questions, ``home`` after the home ones. Such an argument names the step, not the scenario.
+
+    An argument qualifies when it is no slot, takes 2 to ``max_values`` values, and the actions before
+    calls with different values overlap by less than ``max_overlap`` (each value has its own place).
+    """
+    before: dict[tuple[str, str], dict[str, Counter[str]]] = {}
+    for trace, row in zip(traces, labels, strict=True):
+        for turn in trace.turns:
+            if not turn.is_call:
+                continue
+            tool = turn.tool or ""
+            prev = row[turn.index - 1] if turn.index else "^"
+            for arg, raw in turn.arguments.items():
+                value = value_text(raw)
+                if value is None or (tool, str(arg)) in slots.arg_slots:
+                    continue
+                per_value = before.setdefault((tool, str(arg)), {})
+                per_value.setdefault(value, Counter())[str(prev)] += 1
+    keys: dict[str, str] = {}
+    for (tool, arg), per_value in before.items():
+        if tool in keys or not 2 <= len(per_value) <= max_values:
+            continue
+        ctx = list(per_value.values())
+        if all(_share(a, b) < max_overlap for i, a in enumerate(ctx) for b in ctx[i + 1:]):
+            keys[tool] = arg
+    return keys
+
+
 def _share(a: Counter[str], b: Counter[str]) -> float:
     """Overlap of two distributions (1.0: the same, 0.0: disjoint)."""
     ta, tb = sum(a.values()) or 1, sum(b.values()) or 1
     return sum(min(a[k] / ta, b[k] / tb) for k in a.keys() & b.keys())
+
+
+def split_by_place(
+    labels: list[list[str]], normal: Mapping[tuple[int, int], str], min_turns: int = 3
+) -> list[list[str]]:
+    """Split a reply cluster whose wordings never follow the same action.
+
+    Words alone join a step into another whose reply it contains ("A plumber is on the way.
+    Roughly how much is the damage worth?" and "Roughly how much is the damage worth?"). The
+    wordings of one step are spread over the places the step is reached from; two steps'
+    wordings each keep to their own. Wordings are grouped when they share a preceding action;
+    groups of at least ``min_turns`` turns become clusters of their own, named by their most
+    frequent wording.
+    """
+    before: dict[str, dict[str, Counter[str]]] = {}  # label -> wording -> preceding actions
+    for ti, row in enumerate(labels):
+        for k, lab in enumerate(row):
+            if lab.startswith(SAY):
+                before.setdefault(lab, {}).setdefault(normal[(ti, k)], Counter())[row[k - 1] if k else "^"] += 1
+    rename: dict[tuple[str, str], str] = {}
+    for lab, wordings in before.items():
+        if len(wordings) < 2:
+            continue
+        texts = sorted(wordings, key=lambda t: (-sum(wordings[t].values()), t))
+        groups: list[tuple[set[str], list[str]]] = []  # (preceding actions, wordings)
+        for text in texts:
+            prev = set(wordings[text])
+            touching = [g for g in groups if g[0] & prev]
+            if not touching:
+                groups.append((set(prev), [text]))
+                continue
+            first = touching[0]
+            first[0].update(prev)
+            first[1].append(text)
+            for other in touching[1:]:  # this wording joins groups that were apart
+                first[0].update(other[0])
+                first[1].extend(other[1])
+                groups.remove(other)
+        if len(groups) < 2:
+            continue
+        sized = [(sum(sum(wordings[t].values()) for t in g[1]), g[1]) for g in groups]
+        if sum(1 for n, _ in sized if n >= min_turns) < 2:
+            continue
+        for n, members in sized:
+            if n >= min_turns and members[0] != texts[0] and lab != SAY + members[0]:
+                rename.update({(lab, t): SAY + members[0] for t in members})
+    if not rename:
+        return labels
+    return [
+        [rename.get((lab, normal[(ti, k)]), lab) if lab.startswith(SAY) else lab for k, lab in enumerate(row)]
+        for ti, row in enumerate(labels)
+    ]
 
 
 def merge_paraphrases(
@@ -185,14 +290,14 @@ def label_actions(
     min_similarity: float = 0.3,
 ) -> tuple[list[list[str]], ActionModel]:
     """Label every assistant turn; also return the model that labels new conversations alike."""
-    labels: list[list[str | None]] = []
+    labels: list[list[str | None]] = []  # None until the reply is clustered
     unlabelled: Counter[str] = Counter()
     normal: dict[tuple[int, int], str] = {}
     for ti, trace in enumerate(traces):
         row: list[str | None] = []
         for turn in trace.turns:
             if turn.is_call:
-                row.append(TOOL + (turn.tool or ""))
+                row.append(tool_label(turn.tool or ""))
                 continue
             normal[(ti, turn.index)] = normalise_reply(turn.text, slots, slots.bindings[ti])
             key = split.step_key(turn.system)
@@ -211,7 +316,14 @@ def label_actions(
                     row[k] = SAY + names[normal[(ti, k)]]
     done: list[list[str]] = [[str(lab) for lab in row] for row in labels]
     if unlabelled:
+        done = split_by_place(done, normal)
         done = merge_paraphrases(done, traces, slots, normal)
+    keys = step_arguments(traces, done, slots)
+    if keys:
+        for trace, walk in zip(traces, done, strict=True):
+            for turn in trace.turns:
+                if turn.is_call:
+                    walk[turn.index] = call_label(turn, keys)
     # Centroids of every text action, for labelling replies the miner has not seen.
     by_label: dict[str, list[str]] = {}
     for (ti, k), text in normal.items():
@@ -227,4 +339,4 @@ def label_actions(
             mean = np.asarray(vectorizer.transform(by_label[lab]).mean(axis=0)).ravel()
             rows.append(mean / (np.linalg.norm(mean) or 1.0))
         centroids = np.vstack(rows)
-    return done, ActionModel(split, slots, vectorizer, centroids, text_labels, min_similarity)
+    return done, ActionModel(split, slots, vectorizer, centroids, text_labels, min_similarity, keys)

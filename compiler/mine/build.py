@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from compiler.flowchart import Edge, Flowchart, Node, Outcome
-from compiler.mine.actions import SAY, STEP, TOOL
+from compiler.mine.actions import SAY, STEP, TOOL, tool_of
 from compiler.mine.automaton import END, START, Graph
 from compiler.mine.slots import SlotFinding, value_text
 from compiler.mine.static import StaticSplit
@@ -82,7 +82,9 @@ def step_name(step: str) -> str:
 
 def _base_id(label: str) -> str:
     if label.startswith(TOOL):
-        return label[len(TOOL):] or "tool"
+        # `tool:file_claim(claim_type=motor)` -> `file_claim_motor`
+        value = label.split("=", 1)[1].rstrip(")") if "(" in label else ""
+        return "_".join(p for p in (tool_of(label) or "tool", slug(value, 3) if value else "") if p)
     if label.startswith(STEP):
         return step_name(label[len(STEP):])
     return slug(label[len(SAY):] if label.startswith(SAY) else label)
@@ -241,7 +243,7 @@ def build_flowchart(
         # An app's step line is the step's instruction (a tool call's too); mined replies only have their words.
         text = _top(ev.steps[node], 1)[0] if node in ev.steps else ""
         if label.startswith(TOOL):
-            tool = label[len(TOOL):]
+            tool = tool_of(label)
             out_results: Counter[str] = Counter()
             for (src, _dst), seen in ev.result.items():
                 if src == node:
@@ -276,7 +278,7 @@ def build_flowchart(
             if utterances:
                 condition = f"The customer says something like “{utterances[0]}”."
             elif from_tool and results:
-                condition = f"`{graph.nodes[src][len(TOOL):]}` returns {results[0][:100]}"
+                condition = f"`{tool_of(graph.nodes[src])}` returns {results[0][:100]}"
             else:
                 condition = ""
             result = results[0] if from_tool and results and len(outs) > 1 else None
@@ -289,7 +291,7 @@ def build_flowchart(
         hub = "opening" if src == START else f"{sid}_result" if from_tool else f"{sid}_answer"
         question = (
             "How does the conversation open?" if src == START
-            else f"What did `{graph.nodes[src][len(TOOL):]}` return?" if from_tool
+            else f"What did `{tool_of(graph.nodes[src])}` return?" if from_tool
             else "What does the customer answer?"
         )
         nodes[hub] = Node(hub, "decision", question)
