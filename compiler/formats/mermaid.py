@@ -124,10 +124,9 @@ class _Parser:
             self.take("SEMI", "NEWLINE", want="a new line or `;` after the header")
         self.document(None)
 
-    def document(self, group: Group | None) -> list[str]:
+    def document(self, group: Group | None, opener: Token | None = None) -> list[str]:
         """Statements until `end` (in a subgraph) or the end of the chart; the nodes they name."""
         named: list[str] = []
-        opener = self.peek(-1)
         while True:
             tok = self.peek()
             if tok.type in ("SEMI", "NEWLINE", "SPACE", "EOF"):
@@ -203,21 +202,20 @@ class _Parser:
         if self.at("SPACE"):
             self.i += 1
             raw = self.title_text()
-            title = raw.text.strip()
-            sub_id = title
+            title = sub_id = raw.text.strip()
             if self.at("SQS"):
                 self.i += 1
                 t = self.text()
                 self.take("SQE", want="`]` after the subgraph title")
                 title = t.text.strip()
-            elif re.search(r"\s", raw.text.strip()):
-                sub_id = None
+            elif re.search(r"\s", raw.text):
+                sub_id = None  # a title with spaces is no id (Mermaid numbers the subgraph instead)
         if not self.at(*SEPARATORS):
             raise self.unexpected("a new line after the subgraph title")
         self.i += 1
-        sub_id = sub_id or f"subGraph{len(self.groups)}"
-        group = Group(clean_label(decode_entities(title)) or sub_id)
-        members = self.document(group)
+        group = Group(clean_label(decode_entities(title)) or sub_id or "subgraph")
+        members = self.document(group, head)
+        sub_id = sub_id or f"subGraph{len(self.groups)}"  # counted once the inner ones are done, as Mermaid does
         for nid in members:
             node = self.nodes.get(nid)
             if node is not None and node.group is None:
@@ -227,7 +225,6 @@ class _Parser:
         for nid in members:
             flat.extend(self.clusters.get(nid, [nid]))
         self.clusters.setdefault(sub_id, []).extend(dict.fromkeys(flat))
-        del head
         return sub_id
 
     def title_text(self) -> Text:
