@@ -5,7 +5,7 @@ link, label style and statement kind the importer claims) plus seeded random var
 (``chartgen.random_mermaid``). For each chart, Mermaid 12.3's flowchart parser (run under
 Node, one process for the whole corpus) and :func:`compiler.formats.mermaid.parse_graph`
 must agree: both reject it, or both accept it with the same nodes (ids in order, shapes,
-labels) and the same edges (ends, labels, arrow heads and strokes, in order).
+labels, innermost subgraph) and the same edges (ends, labels, arrow heads and strokes, in order).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _ours(text: str) -> dict[str, Any]:
     except FlowchartError as exc:
         return {"error": str(exc)}
     return {
-        "nodes": [(n.id, n.drawn, n.label) for n in nodes.values()],
+        "nodes": [(n.id, n.drawn, n.label, n.group) for n in nodes.values()],
         "edges": [(e.source, e.target, e.label, e.drawn) for e in edges],
     }
 
@@ -42,9 +42,15 @@ def _ours(text: str) -> dict[str, Any]:
 def _theirs(ref: dict[str, Any]) -> dict[str, Any]:
     if "error" in ref:
         return {"error": ref["error"]}
+    group: dict[str, str] = {}
+    for sg in ref["subgraphs"]:  # inner subgraphs come first and keep their nodes, as Mermaid lists them
+        for member in sg["nodes"]:
+            group.setdefault(member, label_text(Text(sg["title"], "text")) or sg["id"])
     return {
         # the same label normalisation on both sides: HTML line breaks, tags, entities, markdown
-        "nodes": [(i, v["type"], label_text(Text(v["text"], v["labelType"]))) for i, v in ref["nodes"]],
+        "nodes": [
+            (i, v["type"], label_text(Text(v["text"], v["labelType"])), group.get(i)) for i, v in ref["nodes"]
+        ],
         "edges": [
             (e["start"], e["end"], label_text(Text(e["text"], e["labelType"])), f"{e['type']}/{e['stroke']}")
             for e in ref["edges"]
