@@ -333,3 +333,46 @@ def test_the_same_traffic_gives_the_same_chart_whatever_the_hash_seed(tmp_path: 
                               capture_output=True, text=True, timeout=120, check=True)
         outs.append(done.stdout)
     assert outs[0] == outs[1] and outs[0].startswith("name: w")
+
+
+def claim(kind: str, n: int) -> dict[str, Any]:
+    question = {"motor": "Which car was damaged?", "home": "What happened to your home?"}[kind]
+    return {"messages": [
+        {"role": "system", "content": "You are ClaimBot."},
+        {"role": "user", "content": {"motor": "My car was hit.", "home": "A pipe burst."}[kind]},
+        {"role": "assistant", "content": question},
+        {"role": "user", "content": f"Policy P{n:03d}."},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "c", "type": "function", "function": {
+            "name": "file_claim", "arguments": json.dumps({"policy": f"P{n:03d}", "claim_type": kind})}}]},
+        {"role": "tool", "tool_call_id": "c", "content": '{"ok": true}'},
+        {"role": "assistant", "content": "Your claim is filed."},
+    ]}
+
+
+def test_a_constant_argument_that_differs_by_place_names_the_step() -> None:
+    records = [claim("motor", i) for i in range(4)] + [claim("home", i) for i in range(4, 8)]
+    mined = mine(traces_from_records(records))
+    fc = mined.flowchart
+    tools = {n.id: dict(n.args) for n in fc.nodes.values() if n.kind == "tool"}
+    assert tools == {"file_claim_motor": {"policy": "{policy}", "claim_type": "motor"},
+                     "file_claim_home": {"policy": "{policy}", "claim_type": "home"}}
+    wrong = claim("motor", 9)
+    wrong["messages"][4]["tool_calls"][0]["function"]["arguments"] = json.dumps({"policy": "P009", "claim_type": "home"})
+    report = fitness(mined, traces_from_records([claim("home", 8), wrong]))
+    assert report.fitting == 1
+    assert report.misfits[0][1].startswith("turn 2: `file_claim_home` never follows")
+
+
+def test_a_cluster_whose_wordings_keep_to_their_own_places_is_split() -> None:
+    from compiler.mine.actions import split_by_place
+
+    plumber = "a plumber is on the way. roughly how much is the damage worth?"
+    estimate = "roughly how much is the damage worth?"
+    rows = [["tool:dispatch", "say:q"]] * 4 + [["say:leak", "say:q"]] * 4 + [["say:fire", "say:q"]] * 3
+    first = {(ti, 0): r[0] for ti, r in enumerate(rows) if r[0].startswith("say:")}
+    normal = {**first, **{(ti, 1): plumber if ti < 4 else estimate for ti in range(len(rows))}}
+    out = split_by_place([list(r) for r in rows], normal)
+    assert [r[1] for r in out] == ["say:" + plumber] * 4 + ["say:q"] * 7
+    # Wordings spread over the same places are one step's paraphrases: nothing is split.
+    mixed = {**first, **{(ti, 1): plumber if ti % 2 else estimate for ti in range(len(rows))}}
+    assert split_by_place([list(r) for r in rows], mixed) == rows
