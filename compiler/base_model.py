@@ -75,6 +75,26 @@ def load_tokenizer(spec: str, conversations: Iterable[Mapping[str, Any]] = (), v
     return tokenizer
 
 
+def check_base_template(spec: str, calls_tools: bool) -> str:
+    """Refuse, before any data is rendered (or a teacher paid), a base whose template cannot train:
+    no template to build, no end-of-turn token, or no Hermes tool calls for a workflow that calls tools.
+    Returns the end-of-turn token."""
+    if is_scratch(spec):
+        return "<|end|>"
+    from .templates import end_of_turn
+    from .toolcalls import tool_format_of
+
+    tokenizer = load_tokenizer(spec)
+    eot = end_of_turn(tokenizer)
+    if calls_tools and tool_format_of(tokenizer.chat_template) is None:
+        raise BaseModelError(
+            f"the chat template of `{spec}` renders no Hermes `<tool_call>` blocks, and the workflow calls tools; "
+            'give the base a template that renders `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` '
+            "(as Qwen's do)."
+        )
+    return eot
+
+
 def load_model(spec: str, tokenizer: Any, seed: int = 0, dtype: Any = None) -> Any:
     """The model to fine-tune, created after the training config so ZeRO-3 / FSDP low-memory init applies.
 

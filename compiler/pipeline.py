@@ -166,7 +166,7 @@ def compile_workflow(
 ) -> CompileResult:
     """Run every stage; the artifact is written only if the gate passes (``CompileResult.passed``)."""
     from .artifact import Manifest, tool_call_parser, write_artifact, write_gate_failure
-    from .base_model import check_base_model
+    from .base_model import check_base_model, check_base_template
     from .flowchart import check
     from .formats import load_flowchart
 
@@ -177,6 +177,7 @@ def compile_workflow(
     stages: dict[str, float] = {}
     t = time.monotonic()
     fc = check(load_flowchart(flowchart))
+    check_base_template(cfg.train.base_model, calls_tools=bool(fc.tools))  # before any rendering is paid for
 
     import torch
     from accelerate import PartialState

@@ -314,3 +314,38 @@ def test_prompts_hold_earlier_calls_as_objects_as_in_training(qwen_tok: Any, row
     assert prompt == render(qwen_tok, messages, tools, generation_prompt=True)  # the training rendering
     assert '"arguments": {"city": "Oslo"}' in prompt
     assert policy.stop_ids == {qwen_tok.convert_tokens_to_ids("<|im_end|>")}
+
+
+def test_compile_refuses_a_base_it_cannot_template_before_rendering(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
+    import typer
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from typer.testing import CliRunner
+
+    from compiler.cli import register
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel()
+    raw.train_from_iterator(_texts(rows), trainers.BpeTrainer(special_tokens=["</s>"], show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>")  # a GPT-style base: no template
+    folder = tmp_path / "gpt-like"
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    app = typer.Typer()
+    register(app)
+    empty = tmp_path / "compile.yaml"
+    empty.write_text("{}\n")
+    res = CliRunner().invoke(app, ["compile", str(WEATHER_CHART), "--out", str(tmp_path / "out"), "--base-model",
+                                   str(folder), "--config", str(empty)])
+    assert res.exit_code == 2
+    assert "has no chat template and no ChatML tokens" in res.stderr and "add a `chat_template`" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
+    assert not (tmp_path / "out" / "data").exists()  # refused before any conversation was rendered
+
+    # the same folder with a template whose turns do not end in a special token: refused, naming why
+    tok.chat_template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+    tok.save_pretrained(folder)
+    res = CliRunner().invoke(app, ["compile", str(WEATHER_CHART), "--out", str(tmp_path / "out"), "--base-model",
+                                   str(folder), "--config", str(empty)])
+    assert res.exit_code == 2 and "would never stop" in res.stderr
