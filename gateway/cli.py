@@ -10,7 +10,7 @@ import importlib
 import logging
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -106,7 +106,7 @@ def serve(
 
 @app.command()
 def workflows(config: ConfigOpt = None) -> None:
-    """Print per-workflow traffic, cost and savings from the ledger."""
+    """Print per-workflow traffic, cost and savings from the ledger, and which rungs are active and why."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from gateway.store.engine import make_engine, migrate
@@ -154,6 +154,20 @@ def workflows(config: ConfigOpt = None) -> None:
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last_seen"])),
         )
     Console(width=200).print(table)
+    _print_rungs(engine, settings)
+
+
+def _print_rungs(engine: Any, settings: Settings) -> None:
+    """Per workflow, which rungs are active and why (gateway/loop/rungstatus.py), one line a rung."""
+    from gateway.loop.rungstatus import RUNG_TITLES, rung_status
+
+    out = Console(width=200, highlight=False, soft_wrap=True)
+    out.print("\nrungs per workflow (on / waiting for traffic / off, and why)", markup=False)
+    for wf in rung_status(engine, settings):
+        out.print(f"  {wf['workflow']}" + ("" if wf["listed"] else " (found)"), markup=False)
+        for key, title in RUNG_TITLES.items():
+            r = wf["rungs"][key]
+            out.print(f"    {title:<18} {r['state']}: {r['why']}", markup=False)
 
 
 def _since(value: str | None) -> float | None:

@@ -37,6 +37,7 @@ from gateway.loop.jobs import get_job, list_jobs
 from gateway.loop.payback import LoopConfig
 from gateway.loop.proposals import approve, list_proposals, reject, workflow_statuses
 from gateway.loop.rollup import totals
+from gateway.loop.rungstatus import RUNG_TITLES, rung_status
 from gateway.store.schema import requests as R
 from gateway.store.schema import route_labels
 from gateway.web.deps import state
@@ -299,6 +300,7 @@ async def overview(request: Request) -> Response:
             "statuses": {s.workflow: s.as_dict() for s in workflow_statuses(st.engine, cfg, st.settings)},
             "open_proposals": list_proposals(st.engine, "open"),
             "jobs": list_jobs(st.engine, limit=10),
+            "rungs": {r["workflow"]: r["rungs"] for r in rung_status(st.engine, st.settings)},
         }
 
     data = await asyncio.to_thread(gather)
@@ -308,8 +310,8 @@ async def overview(request: Request) -> Response:
         conv = t["conversations"] or 1
         rows.append({"workflow": wf, **t, "cost_per_conv": t["cost"] / conv, "baseline_per_conv": t["baseline"] / conv,
                      "mode": s.get("mode", "frontier"), "payback": s.get("payback"), "stability": s.get("stability"),
-                     "proposal": s.get("proposal")})
-    return _render(request, "overview.html", session, totals=data["totals"], rows=rows,
+                     "proposal": s.get("proposal"), "rungs": data["rungs"].get(wf, {})})
+    return _render(request, "overview.html", session, totals=data["totals"], rows=rows, rung_titles=RUNG_TITLES,
                    proposals=data["open_proposals"], jobs=data["jobs"])
 
 
@@ -333,12 +335,13 @@ async def workflow_page(request: Request, workflow_id: str) -> Response:
             "metrics": metrics,
             "proposals": props,
             "jobs": list_jobs(st.engine, workflow_id, limit=5),
+            "rungs": rung_status(st.engine, st.settings, [workflow_id])[0]["rungs"],
         }
 
     data = await asyncio.to_thread(gather)
     if data["status"] is None and not data["proposals"]:
         return _render(request, "missing.html", session, workflow=workflow_id)
-    return _render(request, "workflow.html", session, workflow=workflow_id, cfg=cfg, **data)
+    return _render(request, "workflow.html", session, workflow=workflow_id, cfg=cfg, rung_titles=RUNG_TITLES, **data)
 
 
 @router.get("/jobs/{job_id}.json")
