@@ -38,6 +38,12 @@ class GatewayError(Exception):
         return orjson.dumps(self.body())
 
 
+class InternalError(GatewayError):
+    """A bug of ours: the request still gets a record and an OpenAI-shaped 500, never a traceback."""
+
+    code = "internal_error"
+
+
 class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
@@ -123,3 +129,9 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamUnavailable(UpstreamError):
     code = "upstream_unavailable"
+
+
+class UpstreamTruncated(UpstreamError):
+    """A stream that ended without `[DONE]`: the answer may be cut short, so it is not a success."""
+
+    code = "upstream_truncated"

@@ -103,6 +103,21 @@ class LedgerConfig(_Strict):
     batch_size: int = Field(default=500, ge=1)
     flush_interval_ms: int = Field(default=200, ge=1)
     queue_max: int = Field(default=100_000, ge=100, description="records held in memory before back-pressure")
+    degraded_seconds: float = Field(
+        default=60.0, ge=0, description="/healthz says the ledger is degraded this long after a record was refused"
+    )
+    dead_letter_file: str | None = Field(
+        default=None, description="JSONL file for records the store cannot take at all (else the error log)"
+    )
+
+
+class MetricsConfig(_Strict):
+    require_admin_key: bool = Field(
+        default=False, description="/metrics, /docs and /openapi.json need the admin key (when one is set)"
+    )
+    max_workflows: int = Field(
+        default=100, ge=1, description="distinct `workflow` label values; later workflows count as `other`"
+    )
 
 
 # Rung settings every workflow gets, listed or found, unless the config's `defaults:` or the workflow's
@@ -137,6 +152,7 @@ class Settings(_Strict):
     storage: StorageConfig = StorageConfig()
     ledger: LedgerConfig = LedgerConfig()
     auth: AuthConfig = AuthConfig()
+    metrics: MetricsConfig = MetricsConfig()
     models: tuple[ModelConfig, ...] = ()
     workflows: tuple[WorkflowConfig, ...] = ()
     loop: dict[str, Any] = Field(

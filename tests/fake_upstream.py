@@ -12,8 +12,15 @@ next step. Step keys (all optional):
     no_usage                  omit `usage` (and the usage chunk when streaming)
     chunks, chunk_delay       stream the reply in this many chunks, sleeping between them
     disconnect_after          streaming: drop the connection after this many chunks
-`GET /_log` returns the requests received (body and headers); `GET /_stats` counts streams started,
-completed and cancelled by the client; `POST /_reset` clears script, log and stats.
+    raw                       answer 200 with exactly this body (garbage, JSON that is not an object)
+    truncate                  non-streaming: send this many bytes of the reply, then drop the connection
+    no_done                   streaming: end the stream cleanly but without `data: [DONE]`
+    error_after               streaming: after this many chunks send an OpenAI error event and end
+    silent_after              streaming: after this many chunks send nothing more (until cancelled)
+`POST /_chaos {"steps": [...], "seed": 1}`: once the script is empty, each request takes one of these
+steps at random (the soak test's mix of faults). `GET /_log` returns the requests received (body and
+headers); `GET /_stats` counts streams started, completed and cancelled by the client; `POST /_reset`
+clears script, chaos, log and stats.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import time
 from collections import deque
 from typing import Any
@@ -34,6 +42,7 @@ from starlette.routing import Route
 
 def build_app(name: str) -> Starlette:
     script: deque[dict[str, Any]] = deque()
+    chaos: dict[str, Any] = {"steps": [], "rng": random.Random(0)}
     log: list[dict[str, Any]] = []
     stats = {"requests": 0, "streams_started": 0, "streams_completed": 0, "streams_cancelled": 0}
 
@@ -57,13 +66,22 @@ def build_app(name: str) -> Starlette:
             "prompt_tokens_details": {"cached_tokens": 0},
         }
 
+    def next_step() -> dict[str, Any]:
+        if script:
+            return script.popleft()
+        if chaos["steps"]:
+            return dict(chaos["rng"].choice(chaos["steps"]))
+        return {}
+
     async def chat(request: Request) -> Response:
         body = await request.json()
         stats["requests"] += 1
         log.append({"body": body, "headers": dict(request.headers), "t": time.time()})
-        step = script.popleft() if script else {}
+        step = next_step()
         if step.get("delay"):
             await asyncio.sleep(step["delay"])
+        if "raw" in step:
+            return Response(step["raw"], media_type="application/json")
         if step.get("status"):
             headers = {"Retry-After": str(step["retry_after"])} if "retry_after" in step else {}
             return JSONResponse(
@@ -125,11 +143,21 @@ def build_app(name: str) -> Starlette:
             }
             if not step.get("no_usage"):
                 out["usage"] = usage
+            if step.get("truncate") is not None:
+                whole = json.dumps(out).encode()[: int(step["truncate"])]
+
+                async def cut():  # type: ignore[no-untyped-def]
+                    yield whole
+                    raise ConnectionAbortedError("scripted truncation")
+
+                return StreamingResponse(cut(), media_type="application/json")
             return JSONResponse(out)
 
         n_chunks = int(step.get("chunks", 3))
         delay = float(step.get("chunk_delay", 0))
         cut = step.get("disconnect_after")
+        error_after = step.get("error_after")
+        silent_after = step.get("silent_after")
         include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and not step.get(
             "no_usage"
         )
@@ -178,6 +206,17 @@ def build_app(name: str) -> Starlette:
                     ):
                         if cut is not None and k >= cut:
                             raise ConnectionAbortedError("scripted disconnect")
+                        if error_after is not None and k >= error_after:
+                            err = {
+                                "message": f"{name}: scripted overload",
+                                "type": "server_error",
+                                "code": "overloaded",
+                            }
+                            yield b"data: " + json.dumps({"error": err}).encode() + b"\n\n"
+                            stats["streams_completed"] += 1
+                            return
+                        if silent_after is not None and k >= silent_after:
+                            await asyncio.sleep(3600)
                         text = piece if k == 0 else (" " + piece if piece else "")
                         yield chunk({"content": text})
                         if delay:
@@ -193,7 +232,8 @@ def build_app(name: str) -> Starlette:
                         "usage": usage,
                     }
                     yield b"data: " + json.dumps(data).encode() + b"\n\n"
-                yield b"data: [DONE]\n\n"
+                if not step.get("no_done"):
+                    yield b"data: [DONE]\n\n"
                 stats["streams_completed"] += 1
             except (asyncio.CancelledError, GeneratorExit):
                 stats["streams_cancelled"] += 1
@@ -206,6 +246,13 @@ def build_app(name: str) -> Starlette:
         body = await request.json()
         stats["requests"] += 1
         log.append({"body": body, "headers": dict(request.headers), "t": time.time(), "api": "anthropic"})
+        step = next_step()
+        if step.get("delay"):
+            await asyncio.sleep(step["delay"])
+        if step.get("status"):  # Anthropic's error shape, as litellm expects to translate it
+            err = {"type": "api_error", "message": f"{name}: scripted {step['status']}"}
+            headers = {"retry-after": str(step["retry_after"])} if "retry_after" in step else {}
+            return JSONResponse({"type": "error", "error": err}, status_code=step["status"], headers=headers)
         text = ""
         for m in reversed(body.get("messages") or []):
             if m.get("role") == "user":
@@ -273,8 +320,15 @@ def build_app(name: str) -> Starlette:
         script.extend((await request.json())["steps"])
         return JSONResponse({"queued": len(script)})
 
+    async def push_chaos(request: Request) -> Response:
+        spec = await request.json()
+        chaos["steps"] = list(spec["steps"])
+        chaos["rng"] = random.Random(spec.get("seed", 0))
+        return JSONResponse({"steps": len(chaos["steps"])})
+
     async def reset(_: Request) -> Response:
         script.clear()
+        chaos["steps"] = []
         log.clear()
         for k in stats:
             stats[k] = 0
@@ -292,6 +346,7 @@ def build_app(name: str) -> Starlette:
             Route("/v1/messages", anthropic_messages, methods=["POST"]),
             Route("/v1/models", models),
             Route("/_script", push_script, methods=["POST"]),
+            Route("/_chaos", push_chaos, methods=["POST"]),
             Route("/_reset", reset, methods=["POST"]),
             Route("/_log", get_log),
             Route("/_stats", get_stats),

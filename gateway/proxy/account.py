@@ -12,6 +12,7 @@ untrimmed prompt. Side calls (shadow, canary comparison) have a baseline of 0.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ from gateway.proxy.pricing import PriceBook
 from gateway.proxy.tokens import count_prompt_tokens, count_text
 from gateway.settings import Settings
 from gateway.store.ledger import LedgerWriter, Record
+
+log = logging.getLogger("tiergate.chat")
 
 
 class Accounts:
@@ -63,6 +66,34 @@ class Accounts:
             config_hash=self.settings.digest or None,
             workflow_source=ident.workflow_source,
         )
+
+    def reject(
+        self,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        key: KeyInfo | None,
+        requested: str,
+        ts: float,
+        exc: GatewayError,
+        t0: float,
+    ) -> None:
+        """Record a request refused for its content before any upstream call (status 4xx, cost 0).
+
+        Its identity could not be computed from a body that failed its checks, so the workflow is the
+        key's, else a printable name the client gave, else `unidentified`.
+        """
+        metadata = body.get("metadata")
+        named = headers.get("x-tiergate-workflow") or (
+            metadata.get("workflow") if isinstance(metadata, dict) else None
+        )
+        workflow = key.workflow if key is not None and key.workflow else None
+        if workflow is None and isinstance(named, str) and 0 < len(named) <= 200 and named.isprintable():
+            workflow = named
+        ident = Identity(workflow or "unidentified", "rejected", "", os.urandom(16).hex(), 1)
+        record = self.open_record(ident, key, body, requested, ts)
+        record.prompt_fingerprint = None
+        self.finish_error(record, exc, t0)
+        exc.headers.setdefault("X-Request-Id", record.id)
 
     def side_record(self, parent: Record, model: str, reason: str) -> Record:
         """The record of a call no client asked for (shadow, canary comparison): tier `shadow`."""
@@ -135,10 +166,14 @@ class Accounts:
         self.finish(record, t0)
 
     def finish(self, record: Record, t0: float) -> None:
+        if record.finished:  # one record per request: a second finish is a bug, never a second row
+            log.error("record %s finished twice; the second finish is ignored", record.id)
+            return
+        record.finished = True
         record.latency_ms = (time.perf_counter() - t0) * 1000
         self.ledger.submit(record)
         m = self.metrics
-        labels = (record.workflow, record.served_model or record.requested_model, record.tier)
+        labels = (m.workflow(record.workflow), record.served_model or record.requested_model, record.tier)
         m.requests.labels(*labels, str(record.status)).inc()
         m.latency.labels(*labels).observe(record.latency_ms / 1000)
         if record.ttfb_ms is not None:

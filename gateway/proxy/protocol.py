@@ -107,13 +107,80 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
+# orjson parses 1024 levels but writes only 254; a body between the two would fail when the gateway
+# re-encodes it for the upstream, after the call was planned. Counting brackets first is C-speed.
+_MAX_DEPTH = 254
+
+
+def check_fields(raw: bytes, body: dict[str, Any]) -> None:
+    """The fields the gateway itself reads, checked before any upstream call; InvalidRequest names one.
+
+    Runs after `parse_body`, once the request can be given its ledger record: a request refused here
+    is recorded (status 400), since its model and workflow are known.
+    """
+    if raw.count(b"[") + raw.count(b"{") > _MAX_DEPTH:
+        for name, value in body.items():
+            try:
+                orjson.dumps(value)
+            except orjson.JSONEncodeError:
+                raise InvalidRequest(
+                    f"`{name}` is nested more than {_MAX_DEPTH} levels deep; flatten it.", param=name
+                ) from None
+    if body.get("stream") and body.get("stream_options") is not None:
+        if not isinstance(body["stream_options"], dict):
+            raise InvalidRequest(
+                "`stream_options` must be an object such as {\"include_usage\": true}.", param="stream_options"
+            )
+    for i, m in enumerate(body["messages"]):
+        content = m.get("content")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                where = f"messages[{i}].content[{j}]"
+                if not isinstance(part, dict):
+                    raise InvalidRequest(f"`{where}` must be a content part object.", param=where)
+                if "text" in part and not isinstance(part["text"], str):
+                    raise InvalidRequest(
+                        f"`{where}.text` must be a string, not {_json_type(part['text'])}.", param=f"{where}.text"
+                    )
+        calls = m.get("tool_calls")
+        if calls is not None and m.get("role") == "assistant":
+            _check_tool_calls(calls, f"messages[{i}].tool_calls")
+
+
+def _check_tool_calls(calls: Any, where: str) -> None:
+    if not isinstance(calls, list):
+        raise InvalidRequest(f"`{where}` must be an array of tool call objects.", param=where)
+    for k, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(call, dict) or ("function" in call and not isinstance(fn, dict)):
+            raise InvalidRequest(
+                f"`{where}[{k}]` must be a tool call object: "
+                '{"id": ..., "type": "function", "function": {"name": ..., "arguments": "..."}}.',
+                param=f"{where}[{k}]",
+            )
+        for key in ("name", "arguments"):
+            if fn is not None and key in fn and not isinstance(fn[key], str):
+                raise InvalidRequest(
+                    f"`{where}[{k}].function.{key}` must be a string, not {_json_type(fn[key])}.",
+                    param=f"{where}[{k}].function.{key}",
+                )
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", dict: "an object", list: "an array"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 def usage_of(parsed: Mapping[str, Any]) -> tuple[int, int, int] | None:
     usage = parsed.get("usage")
     if not isinstance(usage, dict) or "prompt_tokens" not in usage:
         return None
     details = usage.get("prompt_tokens_details") or {}
     cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), int(cached or 0)
+    try:
+        return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), int(cached or 0)
+    except (TypeError, ValueError):  # an upstream's garbled usage: counted locally instead
+        return None
 
 
 def reply_message(parsed: Mapping[str, Any]) -> dict[str, Any]:
@@ -134,6 +201,7 @@ class StreamAccumulator:
         self.content: list[str] = []
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.done = False
+        self.error: dict[str, Any] | None = None  # an error event the upstream sent mid-stream
 
     def feed(self, data: bytes) -> bool:
         """Take one `data:` payload; return False when the client must not see it."""
@@ -146,6 +214,16 @@ class StreamAccumulator:
             return True
         if not isinstance(chunk, dict):
             return True
+        if "error" in chunk:
+            err = chunk["error"]
+            self.error = err if isinstance(err, dict) else {"message": str(err)}
+            return True  # the client sees the upstream's own error event
+        try:
+            return self._follow(chunk)
+        except (TypeError, ValueError, AttributeError):  # a malformed chunk: relayed, not accounted
+            return True
+
+    def _follow(self, chunk: dict[str, Any]) -> bool:
         usage = usage_of(chunk)
         if usage is not None:
             self.usage = usage
@@ -154,15 +232,15 @@ class StreamAccumulator:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            if delta.get("content"):
+            if isinstance(delta.get("content"), str) and delta["content"]:
                 self.content.append(delta["content"])
             for tc in delta.get("tool_calls") or ():
                 slot = self.tool_calls.setdefault(int(tc.get("index", 0)), {"name": "", "arguments": ""})
                 fn = tc.get("function") or {}
                 if fn.get("name"):
-                    slot["name"] += fn["name"]
+                    slot["name"] += str(fn["name"])
                 if fn.get("arguments"):
-                    slot["arguments"] += fn["arguments"]
+                    slot["arguments"] += str(fn["arguments"])
         if usage is not None and not choices and not self.client_wants_usage:
             return False
         if usage is not None and not self.client_wants_usage:

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamTruncated, UpstreamUnavailable
 from gateway.settings import ModelConfig, Settings
 
 log = logging.getLogger("tiergate.upstream")
@@ -80,6 +80,35 @@ def upstream_body(model: ModelConfig, body: dict[str, Any], *, stream: bool) -> 
         opts["include_usage"] = True  # the ledger needs usage; the gateway hides it again if unasked
         out["stream_options"] = opts
     return out
+
+
+_CONNECT_TEXT = (
+    "cannot connect to host",
+    "connection refused",
+    "connect call failed",
+    "name or service not known",
+)
+
+
+def _connect_failure(exc: BaseException) -> bool:
+    """litellm reports a refused connection as a 500 of its own; the cause chain or its text tells."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if (
+            isinstance(seen, (ConnectionError, aiohttp.ClientConnectionError))
+            or "ConnectError" in type(seen).__name__
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).lower()
+    return any(t in text for t in _CONNECT_TEXT)
+
+
+def _unreachable(model: ModelConfig) -> UpstreamUnavailable:
+    # the cause (refused, reset, DNS) goes to the log; the client learns which model, not where it lives
+    return UpstreamUnavailable(f"upstream `{model.name}` is unreachable; try again later", status=502)
 
 
 class _Retry(Exception):
@@ -160,9 +189,8 @@ class Upstreams:
                 UpstreamTimeout(f"upstream `{model.name}` timed out after {model.timeout:g}s")
             ) from None
         except aiohttp.ClientError as exc:
-            raise _Retry(
-                UpstreamUnavailable(f"upstream `{model.name}` unreachable: {type(exc).__name__}", status=502)
-            ) from None
+            log.warning("upstream %s unreachable: %s", model.name, exc)
+            raise _Retry(_unreachable(model)) from None
         if resp.status >= 400:
             try:
                 raw = await resp.read()
@@ -171,10 +199,15 @@ class Upstreams:
             finally:
                 resp.release()
             status = resp.status if resp.status < 500 or resp.status in (502, 503, 504) else 502
+            retry_after = resp.headers.get("Retry-After")
             err = UpstreamError(
-                f"upstream `{model.name}` answered HTTP {resp.status}", status=status, body=raw
+                f"upstream `{model.name}` answered HTTP {resp.status}",
+                status=status,
+                body=raw,
+                # a 429's wait is the client's to honour too, once the gateway's own retries are spent
+                headers={"Retry-After": retry_after} if retry_after and resp.status == 429 else None,
             )
-            raise _Retry(err, resp.headers.get("Retry-After"), fallback_ok=resp.status in FALLBACK_STATUS)
+            raise _Retry(err, retry_after, fallback_ok=resp.status in FALLBACK_STATUS)
         return resp
 
     async def complete(self, model_name: str, body: dict[str, Any]) -> Completion:
@@ -189,8 +222,9 @@ class Upstreams:
                     UpstreamTimeout(f"upstream `{model.name}` timed out reading the reply")
                 ) from None
             except aiohttp.ClientError as exc:
+                log.warning("upstream %s broke off its reply: %s", model.name, exc)
                 raise _Retry(
-                    UpstreamUnavailable(f"upstream `{model.name}` broke off: {type(exc).__name__}")
+                    UpstreamTruncated(f"upstream `{model.name}` broke off its reply before the end")
                 ) from None
             finally:
                 resp.release()
@@ -198,6 +232,10 @@ class Upstreams:
                 parsed = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 raise _Retry(UpstreamError(f"upstream `{model.name}` sent a body that is not JSON")) from None
+            if not isinstance(parsed, dict):
+                raise _Retry(
+                    UpstreamError(f"upstream `{model.name}` sent JSON that is not a chat completion object")
+                )
             return Completion(model, raw, parsed, 0)
 
         result, attempts = await self._attempts(model_name, op)
@@ -219,9 +257,8 @@ class Upstreams:
                 except TimeoutError:
                     raise UpstreamTimeout(f"upstream `{model.name}` stream timed out") from None
                 except aiohttp.ClientError as exc:
-                    raise UpstreamUnavailable(
-                        f"upstream `{model.name}` stream broke: {type(exc).__name__}"
-                    ) from None
+                    log.warning("upstream %s stream broke: %s", model.name, exc)
+                    raise UpstreamUnavailable(f"upstream `{model.name}` broke off the stream") from None
 
             # close(), not release(): an unfinished stream's connection must be dropped, which is
             # also how a client disconnect cancels the upstream generation.
@@ -254,17 +291,29 @@ class Upstreams:
         return kw
 
     def _translate_litellm_error(self, model: ModelConfig, exc: Exception) -> _Retry:
-        status = int(getattr(exc, "status_code", 502) or 502)
+        """The same errors as the pass-through path; litellm's text (hosts, ports, its own name) is logged only."""
         name = type(exc).__name__
+        log.warning("upstream %s (litellm) failed: %s: %s", model.name, name, str(exc)[:500])
         if "Timeout" in name:
             return _Retry(UpstreamTimeout(f"upstream `{model.name}` timed out after {model.timeout:g}s"))
-        if "Connection" in name:
-            return _Retry(UpstreamUnavailable(f"upstream `{model.name}` unreachable: {name}"))
-        message = str(getattr(exc, "message", exc)).splitlines()[0][:300]
+        if "Connection" in name or _connect_failure(exc):
+            return _Retry(_unreachable(model))
+        try:
+            status = int(getattr(exc, "status_code", 502) or 502)
+        except (TypeError, ValueError):
+            status = 502
+        if status == 408:
+            return _Retry(UpstreamTimeout(f"upstream `{model.name}` timed out after {model.timeout:g}s"))
+        shown = status if status < 500 or status in (502, 503, 504) else 502
+        headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+        retry_after = headers.get("retry-after") if hasattr(headers, "get") else None
         return _Retry(
             UpstreamError(
-                f"upstream `{model.name}` failed: {message}", status=status if status < 600 else 502
+                f"upstream `{model.name}` answered HTTP {status}",
+                status=shown,
+                headers={"Retry-After": retry_after} if retry_after and status == 429 else None,
             ),
+            retry_after,
             fallback_ok=status in FALLBACK_STATUS,
         )
 

@@ -119,3 +119,14 @@ transcript_messages = Table(
     Column("reply", Boolean, nullable=False, doc="the model's answer rather than a message the app sent"),
     Column("body", Text, nullable=False, doc="JSON: the message as sent, secrets redacted"),
 )
+
+ledger_dead_letters = Table(
+    "ledger_dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False, doc="unix seconds when the store refused the record"),
+    Column("record_id", String(64), nullable=False, doc="the refused record's id (not unique: a duplicate)"),
+    Column("reason", Text, nullable=False, doc="the store's error, first line"),
+    Column("record", Text, nullable=False, doc="JSON: the refused ledger row"),
+    Index("ix_ledger_dead_letters_ts", "ts"),
+)

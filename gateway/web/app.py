@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError, InternalError, InvalidRequest
 from gateway.metrics import Metrics
 from gateway.proxy.identity import ConversationIndex
 from gateway.proxy.keys import KeyCache
@@ -40,7 +40,7 @@ def _error_response(exc: GatewayError) -> Response:
 def create_app(settings: Settings) -> FastAPI:
     from gateway.web.routes import admin, chat, health
 
-    metrics = Metrics.create()
+    metrics = Metrics.create(settings.metrics.max_workflows)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,6 +58,9 @@ def create_app(settings: Settings) -> FastAPI:
             batch_size=settings.ledger.batch_size,
             flush_interval=settings.ledger.flush_interval_ms / 1000,
             queue_max=settings.ledger.queue_max,
+            degraded_seconds=settings.ledger.degraded_seconds,
+            dead_letter_file=settings.ledger.dead_letter_file,
+            on_problem=metrics.ledger_problem,
         )
         await ledger.start()
         from gateway.proxy.transcribe import Capture, known_secrets
@@ -109,13 +112,17 @@ def create_app(settings: Settings) -> FastAPI:
             await link.close()
             engine.dispose()
 
+    guarded = settings.metrics.require_admin_key  # /metrics, /docs, /openapi.json behind the admin key
     app = FastAPI(
         title="tiergate",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None if guarded else "/docs",
+        openapi_url=None if guarded else "/openapi.json",
         redoc_url=None,
     )
+    if guarded:
+        _guarded_docs(app)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_request: Request, exc: GatewayError) -> Response:
@@ -129,6 +136,12 @@ def create_app(settings: Settings) -> FastAPI:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         return _error_response(InvalidRequest(f"`{loc or 'body'}`: {err.get('msg')}", param=loc or None))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> Response:
+        # a bug of ours still answers in the OpenAI shape; the traceback goes to the log, not the client
+        log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+        return _error_response(InternalError("The gateway failed on this request; see its log."))
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
         err = InvalidRequest(str(exc.detail))
@@ -140,6 +153,27 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     wire(app)  # payback, proposals, compile jobs, canary and the dashboard (gateway/loop/)
     return app
+
+
+def _guarded_docs(app: FastAPI) -> None:
+    """/openapi.json and /docs behind the admin key (`metrics.require_admin_key`).
+
+    The Swagger page fetches /openapi.json itself, without the key: open it through a proxy that adds
+    the header, or read /openapi.json with the key directly.
+    """
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    from gateway.web.deps import Admin
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Admin])
+    async def openapi() -> Response:
+        import orjson
+
+        return Response(orjson.dumps(app.openapi()), media_type="application/json")
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Admin])
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="tiergate")
 
 
 def wire(app: Any) -> None:

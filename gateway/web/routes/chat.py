@@ -36,16 +36,35 @@ class RelayResponse(Response):
         self.raw_headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        task = asyncio.current_task()
+        left = ending = False
+
+        def on_gone(fut: asyncio.Future[Any]) -> None:
+            # A client that leaves while the upstream is silent must not wait for the next chunk (or
+            # the upstream's timeout): cancel this task at once; the relay's close drops the upstream.
+            nonlocal left
+            if not ending and not fut.cancelled() and task is not None:
+                left = True
+                task.cancel()
+
         gone = asyncio.ensure_future(receive())  # the body was read: this resolves only on disconnect
+        gone.add_done_callback(on_gone)
         try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for chunk in self.chunks:
-                if gone.done():
-                    break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            else:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            ending = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not left:
+                raise
+            if task is not None:
+                task.uncancel()
+        except OSError:  # the client's socket failed mid-write: the same as leaving
+            pass
         finally:
+            ending = True
+            gone.remove_done_callback(on_gone)
             gone.cancel()
             await self.chunks.aclose()  # type: ignore[attr-defined]
 

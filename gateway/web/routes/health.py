@@ -1,4 +1,9 @@
-"""Liveness and Prometheus metrics."""
+"""Liveness and Prometheus metrics.
+
+`/healthz` answers 200 while the process serves; its `status` is `degraded` while the ledger is
+refusing, losing or holding records (`ledger` says which). `/metrics` needs the admin key when
+`metrics.require_admin_key` is set.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.web.deps import state
+from gateway.web.deps import require_admin, state
 
 router = APIRouter()
 
@@ -14,9 +19,11 @@ router = APIRouter()
 @router.get("/healthz")
 async def healthz(request: Request) -> JSONResponse:
     st = state(request)
+    ledger = st.ledger.health()
     return JSONResponse(
         {
-            "status": "ok",
+            "status": "degraded" if ledger["status"] != "ok" else "ok",
+            "ledger": ledger,
             "ledger_pending": st.ledger.pending,
             "ledger_written": st.ledger.written,
             "redis": st.redis.status(),
@@ -28,6 +35,9 @@ async def healthz(request: Request) -> JSONResponse:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     st = state(request)
+    if st.settings.metrics.require_admin_key:
+        await require_admin(request)
     st.metrics.ledger_pending.set(st.ledger.pending)
+    st.metrics.ledger_degraded.set(1 if st.ledger.degraded else 0)
     st.metrics.redis_degraded.set(1 if st.redis.degraded else 0)
     return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
