@@ -13,6 +13,8 @@ Four kinds of traffic whose procedure is known but never shown to the miner:
 - ``travel-booking``: conversations rendered from ``configs/workflows/travel-booking.yaml``
   (loops up to once), stripped of the renderer's node tags;
 - ``travel-paraphrased``: the same with three phrasings per agent reply;
+- ``insurance-claims``: conversations rendered from ``configs/workflows/insurance-claims.yaml``
+  (the paper's scale: 44 agent steps, 26 hubs, 9 tools, 5 loops), paths sampled with loops up to once;
 - ``acme-strays``: the app whose frontier leaves the procedure in 2% of the cases at two points
   (tracks an order without looking it up; says goodbye without asking for anything else),
   mined as it is and with ``--noise 0.05``.
@@ -51,11 +53,13 @@ def scenarios(n: int) -> dict[str, Traffic]:
 
     fc = from_dict(yaml.safe_load(CHART.read_text(encoding="utf-8")))
     strays = run_app(n, stray=0.02)
+    claims = from_dict(yaml.safe_load((ROOT / "configs" / "workflows" / "insurance-claims.yaml").read_text(encoding="utf-8")))
     return {
         "acme-app": (*run_app(n), 0.0),
         "acme-app-no-steps": (*run_app(n, step_messages=False), 0.0),
         "travel-booking": (*traffic(fc, n), 0.0),
         "travel-paraphrased": (*traffic(paraphrased(fc), n), 0.0),
+        "insurance-claims": (*traffic(claims, n, budget=3000), 0.0),
         "acme-strays": (*strays, 0.0),
         "acme-strays --noise 0.05": (*strays, 0.05),
     }

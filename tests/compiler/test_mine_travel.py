@@ -44,8 +44,8 @@ PARAPHRASES: dict[str, list[str]] = {
 }
 
 
-def traffic(fc: Flowchart, n: int, seed: int = 0) -> tuple[list[dict[str, Any]], list[list[str]]]:
-    paths = enumerate_paths(fc, max_loops=1).paths
+def traffic(fc: Flowchart, n: int, seed: int = 0, budget: int | None = None) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    paths = enumerate_paths(fc, max_loops=1, budget=budget, seed=seed).paths
     rng = random.Random(seed)
     records, truth = [], []
     for i in range(n):
