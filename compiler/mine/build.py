@@ -68,7 +68,7 @@ _FILLER = frozenset(
 def slug(text: str, words: int = 4) -> str:
     """An id from a reply's first telling words: "Sorry, there is no flight from {origin}..." -> ``sorry_no_flight``."""
     parts = re.findall(r"[a-z0-9]+", re.sub(r"\{[^}]*\}", " ", text.lower()))
-    telling = [w for w in parts if w not in _FILLER] or parts
+    telling = [w for w in parts if w not in _FILLER and not w.isdigit()] or parts  # digits are masked to 0
     return "_".join(telling[:words]) or "step"
 
 
