@@ -169,8 +169,9 @@ def from_graph(
     """Turn a drawing into a chart, inferring kinds from shapes and position.
 
     Decisions come from diamond/hexagon shapes and tools from subroutine-like shapes (or
-    an explicit ``kind``/``tool`` attribute). The start is the first node with no incoming
-    edge (an oval/stadium one, or one labelled "start", preferred). A node with no way out
+    an explicit ``kind``/``tool`` attribute). The start is where the drawing begins: a node
+    nothing leads to, or a loop nothing leads into (an oval/stadium node, or one labelled
+    "start", preferred; an explicit ``kind=start`` first). A node with no way out
     is a terminal: drawn as an oval/stadium or labelled like an ending ("done", "escalate
     to a human"), its outcome is read from the label; otherwise it is a **hand-off**
     (outcome ``handoff``: the conversation continues in another chart or team), with a
