@@ -76,8 +76,15 @@ def _output(f: Path) -> Path:
 
 
 def _run_dot(dot: str, files: list[Path]) -> None:
+    # In the temporary folder: on a chart it rejects, dot also writes a stray `noname.gv.xdot` to its cwd.
     done = subprocess.run(
-        [dot, "-Tjson", "-O", *map(str, files)], capture_output=True, text=True, timeout=300, check=False
+        [dot, "-Tjson", "-O", *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=files[0].parent,
+        stdin=subprocess.DEVNULL,
     )
     if len(files) == 1:
         files[0].with_name(files[0].name + ".err").write_text(done.stderr.strip() or f"exit {done.returncode}")
