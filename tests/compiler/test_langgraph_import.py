@@ -154,7 +154,10 @@ def test_cli_imports_module_attribute(graph_module: Any, tmp_path: Path) -> None
     assert fc.name == "app" and "classify_route" in fc.nodes
     factory = CliRunner().invoke(app, ["flowchart", "import-langgraph", "refund_agent:build", "--name", "r"])
     assert factory.exit_code == 0 and loads_yaml(factory.stdout).name == "r"
+    # a module whose LangGraph import fails (as when the package is missing) gets the install hint
+    (tmp_path / "needs_langgraph.py").write_text("import langgraph.no_such_part\n", encoding="utf-8")
     for target, needle in [
+        ("needs_langgraph:app", "cannot import `langgraph.no_such_part` (install it with `pip install langgraph`)"),
         ("refund_agent", "name the graph as `module:attribute`"),
         ("no_such_module:app", "cannot import `no_such_module`"),
         ("refund_agent:nope", "module `refund_agent` has no attribute `nope`"),
