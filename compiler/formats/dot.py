@@ -267,8 +267,10 @@ class _Parser:
             # a repeated edge is kept.
             order = {nid: k for k, nid in enumerate(self.nodes)}
             inside = sorted(dict.fromkeys(self.mentioned.pop()), key=order.__getitem__)
-            group = _label_text(scope.get("label", ""), sub_name, self.name) or sub_name
-            if group:  # a named subgraph or cluster groups its nodes; the innermost one wins
+            # A named subgraph or cluster groups its nodes under its own label (not one inherited
+            # from the graph) or its name; `{ ... }` groups nothing; the innermost one wins.
+            group = (_label_text(scope.get("label", ""), sub_name, self.name) or sub_name) if sub_name else ""
+            if group:
                 for nid in inside:
                     if self.nodes[nid].group is None:
                         self.nodes[nid].group = group
