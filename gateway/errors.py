@@ -69,6 +69,11 @@ class PermissionDenied(GatewayError):
     log_level = logging.INFO
 
 
+class UnsupportedMediaType(InvalidRequest):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class ModelNotFound(InvalidRequest):
     status = 404
     code = "model_not_found"
