@@ -43,8 +43,9 @@ _IDENT = re.compile(r"^([A-Za-z][A-Za-z0-9]*(?:[_\-][A-Za-z0-9]+)+)\b|^([A-Za-z]
 
 _ESCALATE = re.compile(r"transfer|colleague|human|supervisor|specialist|escalat|hand (you )?over|agent will", re.I)
 _ABANDON = re.compile(
-    r"nothing (has been|was) (booked|changed|done)|no problem|not (booked|proceed)|cancel|"
-    r"sorry to see|maybe next time|without", re.I
+    r"nothing (has been|was|is) \w+|no problem|\bnot (been )?(booked|filed|changed|done|processed|submitted|"
+    r"registered|created|made|proceed\w*)\b|cancel|sorry to see|maybe next time|without|"
+    r"(contact|come back to) us (again|later|at any time)|try again later", re.I
 )
 
 

@@ -37,5 +37,10 @@ def test_insurance_claims_is_recovered_from_its_traffic() -> None:
     # file_claim is called at four places with a different claim_type: four steps, not one.
     assert {n.id for n in mined.flowchart.nodes.values() if n.tool == "file_claim"} >= {
         "file_claim_motor", "file_claim_home", "file_claim_theft", "file_claim_medical"}
+    # Outcomes read from the closing words: handed over, given up (a police report missing, nothing
+    # filed), or done.
+    outcomes = {rec.mapping[t]: mined.flowchart.nodes[t].outcome for t in mined.flowchart.terminals if t in rec.mapping}
+    assert outcomes == {t: fc.nodes[t].outcome for t in outcomes}
+    assert set(outcomes.values()) == {"success", "abandon", "escalate"}
     assert fitness(mined, held_out).share >= 0.95
     assert [i for i in validate(mined.flowchart) if i.kind == "structure"] == []
