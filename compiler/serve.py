@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .artifact import MANIFEST, resolve_artifact
-from .toolcalls import CALL_OPEN, parse_assistant_text
+from .toolcalls import CALL_CLOSE, CALL_OPEN, parse_assistant_text
 
 DEFAULT_PORT = 8100
 
@@ -180,7 +180,7 @@ def create_app(model_dir: str | Path) -> Any:
         usage: dict[str, int] = {}
 
         def finish(text: str) -> tuple[dict[str, Any], str]:
-            msg = parse_assistant_text(text, engine.policy.end_tokens)
+            msg = parse_assistant_text(text, engine.policy.end_tokens, engine.policy.special_tokens)
             if msg.get("tool_calls"):
                 return msg, "tool_calls"
             return msg, "stop" if usage.get("finished", 1) else "length"
@@ -205,6 +205,12 @@ def create_app(model_dir: str | Path) -> Any:
                     "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]}
             return f"data: {json.dumps(data)}\n\n"
 
+        def clean(piece: str) -> str:  # special tokens leave streamed content as they leave the whole message
+            for tok in engine.policy.special_tokens:
+                if tok not in (CALL_OPEN, CALL_CLOSE):
+                    piece = piece.replace(tok, "")
+            return piece
+
         async def events() -> Any:
             yield chunk({"role": "assistant", "content": ""})
             text = ""
@@ -222,11 +228,11 @@ def create_app(model_dir: str | Path) -> Any:
                     continue
                 # hold back a tail that may be the start of `<tool_call>` split over several tokens
                 keep = next((k for k in range(len(CALL_OPEN) - 1, 0, -1) if text.endswith(CALL_OPEN[:k])), 0)
-                if len(text) - keep > sent:
-                    yield chunk({"content": text[sent:len(text) - keep]})
-                    sent = len(text) - keep
-            if not in_call and len(text) > sent:
-                yield chunk({"content": text[sent:]})
+                if len(text) - keep > sent and (piece := clean(text[sent:len(text) - keep])):
+                    yield chunk({"content": piece})
+                sent = max(sent, len(text) - keep)
+            if not in_call and len(text) > sent and (piece := clean(text[sent:])):
+                yield chunk({"content": piece})
             msg, reason = finish(text)
             for i, call in enumerate(msg.get("tool_calls") or []):
                 yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",

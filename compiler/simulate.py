@@ -210,6 +210,7 @@ class ModelPolicy:
         self.stop_ids = stop_token_ids(model, tokenizer)
         # the end token and other specials are cut from the text the parser reads, as vLLM does
         self.end_tokens = [tokenizer.convert_ids_to_tokens(i) for i in sorted(self.stop_ids)]
+        self.special_tokens = [t for t in tokenizer.all_special_tokens if t not in self.end_tokens]
 
     def prompt_ids(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> list[int]:
         from .templates import chat_messages
@@ -253,7 +254,7 @@ class ModelPolicy:
         from .toolcalls import parse_assistant_text
 
         text, _, _ = self.complete_text(messages, tools)
-        return parse_assistant_text(text, self.end_tokens)
+        return parse_assistant_text(text, self.end_tokens, self.special_tokens)
 
 
 class LiteLLMPolicy:

@@ -68,20 +68,22 @@ def parse_call_body(body: str) -> dict[str, Any]:
     return _call(name.group(1) if name else "", raw.group(1) if raw else body)
 
 
-def parse_assistant_text(text: str, end_tokens: Iterable[str] = ()) -> dict[str, Any]:
+def parse_assistant_text(text: str, end_tokens: Iterable[str] = (), strip_tokens: Iterable[str] = ()) -> dict[str, Any]:
     """Decoded model output -> an OpenAI assistant message (``content`` and ``tool_calls``).
 
-    ``end_tokens`` (the template's end-of-turn and other special tokens) are cut: the text ends at the
-    first of them that is an end of turn and the rest are removed from the content.
+    The text ends at the first of ``end_tokens`` (the template's end of turn); ``strip_tokens`` (the
+    tokenizer's other special tokens) are removed from the content, as vLLM's default decoding does.
     """
-    ends = [t for t in end_tokens if t]
-    for end in ends:
+    for end in (t for t in end_tokens if t):
         text = text.split(end, 1)[0]
     calls = [parse_call_body(m.group(1)) for m in _CALL_RE.finditer(text)]
     content = _CALL_RE.sub("", text)
     if CALL_OPEN in content:  # an unterminated call (length limit): parse what there is
         content, _, tail = content.partition(CALL_OPEN)
         calls.append(parse_call_body(tail))
+    for tok in strip_tokens:
+        if tok and tok not in (CALL_OPEN, CALL_CLOSE):
+            content = content.replace(tok, "")
     content = content.strip()
     message: dict[str, Any] = {"role": "assistant", "content": content or None}
     if calls:

@@ -295,6 +295,8 @@ def test_parser_reads_hermes_output_with_and_without_newlines() -> None:
     broken = parse_assistant_text('<tool_call>{"name": "f", "arguments": {"a": 1</tool_call>')
     assert broken["tool_calls"][0]["function"]["name"] == "f"  # kept, and counted wrong by the gate
     assert parse_assistant_text("It is 21 degrees.", []) == {"role": "assistant", "content": "It is 21 degrees."}
+    assert parse_assistant_text("It is<|im_start|> 21.<|im_end|>x", ["<|im_end|>"], ["<|im_start|>"])["content"] \
+        == "It is 21."
 
 
 def test_prompts_hold_earlier_calls_as_objects_as_in_training(qwen_tok: Any, rows: list[dict[str, Any]]) -> None:
