@@ -96,6 +96,16 @@ class TrainConfig:
     )
     lora: bool = field(default=False, metadata={"help": "Refused for compile: procedural knowledge is not low-rank."})
     max_steps: int = field(default=1000, metadata={"help": "Optimizer steps (overrides epochs when > 0)."})
+    max_tokens: int = field(default=0, metadata={"help": (
+        "Training budget in tokens (non-padding, as tokens/s counts them); when > 0 it replaces `max_steps`: "
+        "steps = budget / tokens per step of the tokenized training set. A budget in tokens means the same "
+        "learning whatever the tokenizer and batch, and a wall time that is budget / tokens/s."
+    )})
+    stop_eval_loss: float | None = field(default=None, metadata={"help": (
+        "Stop early once the held-out loss (checked every `eval_steps`) is at or below this; None trains the "
+        "whole budget. The held-out loss falls by an order of magnitude when a scratch model starts copying "
+        "slot values, which is what the gate needs (docs/bench-compile.md)."
+    )})
     epochs: float = field(default=3.0, metadata={"help": "Epochs when max_steps <= 0."})
     batch_size: int = field(default=8, metadata={"help": "Conversations per device per step."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
@@ -162,12 +172,12 @@ def _coerce(section: str, key: str, value: Any, current: Any, kind: Any) -> Any:
                     return None
                 raise ValueError(value)
             return bool(value)
+        if isinstance(value, str) and value.strip().lower() in ("none", "null") and "None" in text:
+            return None
         if text.startswith("int"):
             return int(value)
         if text.startswith("float"):
             return float(value)
-        if isinstance(value, str) and value.strip().lower() in ("none", "null") and "None" in text:
-            return None
         return value
     except (TypeError, ValueError):
         raise ConfigError(

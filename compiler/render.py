@@ -35,8 +35,20 @@ from compiler.paths import FlowPath
 
 
 def pick_slots(fc: Flowchart, rng: random.Random, novel_share: float = 0.0) -> dict[str, str]:
-    """One value per slot from the chart's lists; with ``novel_share``, that share of slots get an unlisted value."""
-    slots = {name: rng.choice(values) for name, values in fc.slots.items()}
+    """One value per slot from the chart's lists; with ``novel_share``, that share of slots get an unlisted value.
+
+    Slots that share one list (a trip's origin and destination drawn from the same cities) get distinct
+    values, so only where a value stands in the sentence tells which slot it fills: with a list per slot,
+    a small model learns "which list is this city in" per city instead of copying the value after "to".
+    Charts without shared lists draw exactly as before (same random calls).
+    """
+    slots: dict[str, str] = {}
+    drawn: dict[tuple[str, ...], set[str]] = {}
+    for name, values in fc.slots.items():
+        taken = drawn.setdefault(tuple(values), set())
+        free = [v for v in values if v not in taken] or list(values)
+        slots[name] = rng.choice(free)
+        taken.add(slots[name])
     if novel_share > 0:
         for name, value in slots.items():
             if rng.random() < novel_share:

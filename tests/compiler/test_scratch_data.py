@@ -1,0 +1,124 @@
+"""What makes a scratch compile independent of the seed: data without the per-list shortcut, a tokenizer
+whose slot values copy in one step, and a training budget in tokens that may stop early."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from compiler.formats import load_flowchart
+from compiler.paths import enumerate_paths
+from compiler.render import pick_slots, render_offline
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAVEL = ROOT / "configs" / "workflows" / "travel-booking.yaml"
+WEATHER = Path(__file__).with_name("weather.yaml")
+
+
+def _travel_rows(n: int = 300) -> list[dict]:
+    fc = load_flowchart(TRAVEL)
+    paths = enumerate_paths(fc, max_loops=1).paths
+    return [render_offline(fc, paths[i % len(paths)], seed=3, variant=i) for i in range(n)]
+
+
+def test_slots_sharing_one_list_get_distinct_values() -> None:
+    fc = load_flowchart(TRAVEL)
+    assert fc.slots["origin"] == fc.slots["city"], "travel-booking draws both ends of a trip from one list"
+    rng = random.Random(0)
+    draws = [pick_slots(fc, rng) for _ in range(400)]
+    assert all(d["origin"] != d["city"] for d in draws)
+    # every city turns up on both ends, so the list a city is in says nothing about its role
+    assert {d["origin"] for d in draws} == {d["city"] for d in draws} == set(fc.slots["city"])
+
+
+def test_charts_without_shared_lists_draw_as_before() -> None:
+    fc = load_flowchart(WEATHER)
+    assert len({tuple(v) for v in fc.slots.values()}) == len(fc.slots)
+    for seed in range(20):
+        legacy = random.Random(seed)
+        assert pick_slots(fc, random.Random(seed)) == {k: legacy.choice(v) for k, v in fc.slots.items()}
+
+
+def test_scratch_tokenizer_copies_values_in_one_step() -> None:
+    pytest.importorskip("tokenizers")
+    from compiler.scratch import train_tokenizer
+
+    rows = _travel_rows()
+    tok = train_tokenizer(rows, vocab_size=1024)
+    conv = next(r for r in rows if any(m.get("tool_calls") for m in r["messages"]))
+    slots = conv["tiergate"]["slots"]
+    text = tok.apply_chat_template(conv["messages"], tools=conv["tools"], tokenize=False)
+    pieces = [tok.decode([i]) for i in tok(text, add_special_tokens=False)["input_ids"]]
+    # the destination is one token, the same in the user's sentence and in the JSON arguments, and the
+    # token before it in the sentence is the cue that says which slot it is
+    dest = slots["city"]
+    where = [i for i, p in enumerate(pieces) if p == dest]
+    assert len(where) >= 2, pieces
+    assert pieces[where[0] - 1].endswith(" to ")
+    assert any(pieces[i - 1].endswith('"destination": "') for i in where)
+    # no lone spaces between words (they were 28% of tokens), and template phrases merge
+    lone = sum(1 for p in pieces if p == " ") / len(pieces)
+    assert lone < 0.1, lone
+    assert len(pieces) < len(text) / 4
+
+
+def test_token_budget_turns_into_steps() -> None:
+    from compiler.budget import apply_budget, steps_for_tokens, tokens_per_step
+
+    assert tokens_per_step([200, 300], batch_size=8, grad_accum=2) == 4000
+    assert steps_for_tokens(400_000, [250] * 10, batch_size=8) == 200
+    assert steps_for_tokens(1, [250], batch_size=8) == 1
+    cfg = SimpleNamespace(max_tokens=100_000, batch_size=4, grad_accum=1, warmup_ratio=0.1, eval_steps=250)
+    args = SimpleNamespace(max_steps=1000, warmup_steps=50, eval_steps=250, save_steps=250)
+    assert apply_budget(cfg, args, [250] * 8, 1000) == 100
+    assert (args.max_steps, args.warmup_steps, args.eval_steps, args.save_steps) == (100, 10, 100, 100)
+    off = SimpleNamespace(max_tokens=0)
+    assert apply_budget(off, args, [250], 77) == 77
+
+
+def test_early_stop_fires_at_the_threshold_only() -> None:
+    pytest.importorskip("transformers")
+    from transformers import TrainerControl, TrainerState
+
+    from compiler.budget import early_stop_callbacks
+
+    assert early_stop_callbacks(SimpleNamespace(stop_eval_loss=None)) == []
+    said: list[str] = []
+    (cb,) = early_stop_callbacks(SimpleNamespace(stop_eval_loss=0.05), echo=said.append)
+    state = TrainerState(global_step=40, max_steps=100)
+    control = TrainerControl()
+    cb.on_evaluate(None, state, control, metrics={"eval_loss": 0.2})
+    assert not control.should_training_stop and not said
+    cb.on_evaluate(None, state, control, metrics={"eval_loss": 0.05})
+    assert control.should_training_stop and "step 40 of 100" in said[0]
+
+
+def test_budget_knobs_parse_from_the_command_line() -> None:
+    from compiler.config import load_compile_config
+
+    cfg = load_compile_config(None, {"train.max_tokens": "400000", "train.stop_eval_loss": "0.02"})
+    assert (cfg.train.max_tokens, cfg.train.stop_eval_loss) == (400_000, 0.02)
+    assert load_compile_config(None, {"train.stop_eval_loss": "none"}).train.stop_eval_loss is None
+    assert json.dumps(cfg.to_dict())  # the config hash covers the new knobs
+
+
+def test_scratch_models_start_mimetic() -> None:
+    pytest.importorskip("transformers")
+    import torch
+
+    from compiler.scratch import build_model, train_tokenizer
+
+    tok = train_tokenizer(_travel_rows(20), vocab_size=400)
+    a, b = build_model("scratch:micro", tok, seed=1), build_model("scratch:micro", tok, seed=2)
+    for layer in a.model.layers:
+        attn = layer.self_attn
+        assert torch.equal(attn.q_proj.weight, attn.k_proj.weight)
+        assert torch.equal(attn.o_proj.weight, attn.v_proj.weight.t())
+        # heads lean to similar tokens and write back what they read: both products are PSD
+        ov = attn.o_proj.weight @ attn.v_proj.weight
+        assert torch.linalg.eigvalsh((ov + ov.t()) / 2).min() > -1e-6
+    assert not torch.equal(a.model.layers[0].self_attn.k_proj.weight, b.model.layers[0].self_attn.k_proj.weight)
