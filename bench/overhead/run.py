@@ -47,11 +47,17 @@ from targets import (
     start_litellm,
     start_portkey,
     start_tiergate,
+    start_tiergate_nocapture,
 )
 from workload import chat_request
 
 DOC = REPO / "docs" / "bench-overhead.md"
-STARTERS = {"tiergate": start_tiergate, "litellm": start_litellm, "portkey": start_portkey}
+STARTERS = {
+    "tiergate": start_tiergate,
+    "tiergate-nocapture": start_tiergate_nocapture,
+    "litellm": start_litellm,
+    "portkey": start_portkey,
+}
 
 
 @dataclass(frozen=True)

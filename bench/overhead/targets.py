@@ -25,10 +25,11 @@ LITELLM_BIN = HERE / ".venv-litellm" / "bin" / "litellm"
 PORTKEY_DIR = HERE / ".portkey" / "node_modules" / "@portkey-ai" / "gateway"
 UPSTREAM_KEY = "sk-bench-not-a-secret"
 
-TARGET_NAMES: tuple[str, ...] = ("direct", "tiergate", "litellm", "portkey")
+TARGET_NAMES: tuple[str, ...] = ("direct", "tiergate", "tiergate-nocapture", "litellm", "portkey")
 LABELS = {
     "direct": "direct (floor)",
     "tiergate": "tiergate",
+    "tiergate-nocapture": "tiergate, capture off",
     "litellm": "LiteLLM proxy",
     "portkey": "Portkey",
 }
@@ -89,10 +90,14 @@ def tiergate_command() -> list[str]:
     ]
 
 
-def start_tiergate(procs: ProcessSet, ctx: Context, name: str = "tiergate") -> Target:
+def start_tiergate(procs: ProcessSet, ctx: Context, name: str = "tiergate", capture: bool = True) -> Target:
+    """tiergate with its shipped defaults (transcript capture on), or with `defaults: {capture: false}`."""
     port = free_port()
     db = ctx.run_dir / f"{name}.sqlite"
     config = HERE / "tiergate.yaml"
+    if not capture:
+        config = ctx.run_dir / f"{name}.yaml"
+        config.write_text((HERE / "tiergate.yaml").read_text() + "\ndefaults:\n  capture: false\n")
     env = clean_env(
         TIERGATE_BENCH_UPSTREAM_PORT=str(ctx.upstream_port),
         TIERGATE_BENCH_DB_URL=f"sqlite:///{db}",
@@ -103,7 +108,7 @@ def start_tiergate(procs: ProcessSet, ctx: Context, name: str = "tiergate") -> T
     managed = procs.start(name, argv, ctx.gateway_core, env=env, cwd=REPO)
     waited = wait_http(f"http://127.0.0.1:{port}/healthz", managed, ctx.start_timeout)
     return Target(
-        "tiergate",
+        "tiergate" if capture else "tiergate-nocapture",
         f"http://127.0.0.1:{port}/v1/chat/completions",
         {},
         managed,
@@ -111,6 +116,10 @@ def start_tiergate(procs: ProcessSet, ctx: Context, name: str = "tiergate") -> T
         ledger_db=db,
         start_s=waited,
     )
+
+
+def start_tiergate_nocapture(procs: ProcessSet, ctx: Context) -> Target:
+    return start_tiergate(procs, ctx, name="tiergate-nocapture", capture=False)
 
 
 def start_litellm(procs: ProcessSet, ctx: Context) -> Target:

@@ -52,7 +52,7 @@ class Capture:
         self._writer.submit(
             Turn(
                 ident.workflow, ident.conversation, ident.turn, time.time(), body["messages"], ident.continued,
-                body.get("tools"), reply, red,
+                body.get("tools"), reply, red.json,
             )
         )
 

@@ -41,7 +41,7 @@ class Turn:
     continued: int  # leading messages an earlier turn already sent (0: a conversation's first turn)
     tools: Any
     reply: Any
-    redact: Callable[[Any], Any]
+    redact: Callable[[Any], str]  # value -> redacted JSON text (gateway.proxy.capture.Redactor.json)
 
 
 def transcript_id(workflow: str, conversation: str, split: int = 0) -> str:
@@ -147,11 +147,15 @@ def write_turns(engine: Engine, batch: Sequence[Turn]) -> None:
                 cuts.append((tid, start))
             new = [t.redact(m) for m in t.messages[start:]] + [t.redact(t.reply)]
             rows += [
-                {"transcript_id": tid, "seq": start + i, "turn": t.turn, "reply": i == len(new) - 1, "body": _dumps(m)}
-                for i, m in enumerate(new)
+                {"transcript_id": tid, "seq": start + i, "turn": t.turn, "reply": i == len(new) - 1, "body": body}
+                for i, body in enumerate(new)
             ]
-            tools_json = _dumps(t.redact(t.tools)) if t.tools else None
-            tools_hash = hashlib.blake2b(tools_json.encode(), digest_size=8).hexdigest() if tools_json else None
+            # the hash is of the tools as sent: redacting and storing them again only when they change
+            # (every turn re-sends the same schemas; redacting them each time was most of a turn's cost)
+            raw_tools = orjson.dumps(t.tools) if t.tools else None
+            tools_hash = hashlib.blake2b(raw_tools, digest_size=8).hexdigest() if raw_tools else None
+            known = None if st is None else (fresh[tid]["tools_hash"] if st[3] else st[1])
+            tools_json = t.redact(t.tools) if t.tools and tools_hash != known else None
             count = start + len(new)
             if st is None:
                 fresh[tid] = {
