@@ -79,7 +79,7 @@ class Record:
 
 
 STORE_DOWN = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
-STOP_ATTEMPTS = 3  # at shutdown a store that stays down gets this many tries before the file fallback
+STOP_ATTEMPTS = 6  # at shutdown a store that stays down gets ~10 s of tries, then the file fallback
 
 
 def _store_down(error: BaseException) -> bool:
