@@ -120,9 +120,14 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None if guarded else "/docs",
         openapi_url=None if guarded else "/openapi.json",
         redoc_url=None,
+        strict_content_type=False,  # a body with no Content-Type is read as JSON; a wrong one is a 415 (guard.py)
     )
     if guarded:
         _guarded_docs(app)
+    from gateway.web.guard import Guard
+
+    # open mode answers this machine only; JSON endpoints refuse bodies declared as something else
+    app.add_middleware(Guard, open_mode=settings.admin_key is None, bound_host=settings.server.host)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_request: Request, exc: GatewayError) -> Response:
