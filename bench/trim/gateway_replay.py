@@ -43,6 +43,7 @@ from bench.router.trim_tools import (  # noqa: E402
 )
 
 MODEL = "gpt-4o"
+HELPER = "tiergate_load_tools"
 WORKFLOW = "support-trim-bench"
 OPENER_SCENARIO = {text: name for name, text in USER_OPENERS.items()}
 ALL_STEPS = {**SCENARIOS, NEW_SCENARIO[0]: NEW_SCENARIO[1]}
@@ -59,6 +60,7 @@ def serve_upstream(port: int) -> None:
     from router import count_prompt_tokens
 
     offered_log: list[list[str]] = []
+    sent_log: list[dict[str, Any]] = []
 
     async def chat(request: Request) -> JSONResponse:
         body = await request.json()
@@ -75,9 +77,16 @@ def serve_upstream(port: int) -> None:
             for tc in m.get("tool_calls") or []
         )
         message: dict[str, Any]
+        helper = next((t["function"]["description"] for t in body.get("tools") or [] if t["function"]["name"] == HELPER), "")
+        asked_helper = False
         if len(users) == 1 and done < len(steps) and not escalated:
             wanted = steps[done]
-            chosen = wanted if wanted in offered else "escalate_to_human"
+            if wanted in offered:
+                chosen, args = wanted, ARGS[wanted]
+            elif wanted in helper:  # the schema is not here, but the helper tool names it: load it
+                chosen, args, asked_helper = HELPER, {"names": [wanted]}, True
+            else:
+                chosen, args = "escalate_to_human", ARGS["escalate_to_human"]
             message = {
                 "role": "assistant",
                 "content": None,
@@ -85,13 +94,19 @@ def serve_upstream(port: int) -> None:
                     {
                         "id": f"call_{len(offered_log)}",
                         "type": "function",
-                        "function": {"name": chosen, "arguments": json.dumps(ARGS[chosen])},
+                        "function": {"name": chosen, "arguments": json.dumps(args)},
                     }
                 ],
             }
         else:
             message = {"role": "assistant", "content": "Here is what I found, per our policy."}
         prompt = count_prompt_tokens(messages, body.get("tools"), MODEL)
+        tools = body.get("tools")
+        sent_log.append(
+            {"bytes": len(json.dumps(tools)) if tools else 0,
+             "tokens": count_prompt_tokens([], tools, MODEL) - count_prompt_tokens([], None, MODEL) if tools else 0,
+             "helper_call": asked_helper, "prompt": prompt, "loaded": wanted if asked_helper else None}
+        )
         return JSONResponse(
             {
                 "id": f"chatcmpl-{len(offered_log)}",
@@ -106,7 +121,12 @@ def serve_upstream(port: int) -> None:
     async def log(_: Request) -> JSONResponse:
         return JSONResponse(offered_log)
 
-    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/log", log)])
+    async def sent(_: Request) -> JSONResponse:
+        return JSONResponse(sent_log)
+
+    app = Starlette(
+        routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/log", log), Route("/sent", sent)]
+    )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -143,6 +163,7 @@ def replay(base: str, conversations: int, holdout_share: float, seed: int) -> di
         "holdout_conversations": 0,
         "new_tool_first_call": None,
         "new_tool_conversations": 0,
+        "helper_leaks": 0,
     }
     with httpx.Client(base_url=base, timeout=30) as http:
         for c in range(conversations):
@@ -171,6 +192,8 @@ def replay(base: str, conversations: int, holdout_share: float, seed: int) -> di
                     resp.raise_for_status()
                     out["requests"] += 1
                     msg = resp.json()["choices"][0]["message"]
+                    if HELPER in resp.text:
+                        out["helper_leaks"] += 1
                     messages.append({k: v for k, v in msg.items() if v is not None or k == "content"})
                     calls = msg.get("tool_calls") or []
                     if not calls:
@@ -261,7 +284,7 @@ def main() -> None:
         t0 = time.perf_counter()
         result = replay(f"http://127.0.0.1:{gw_port}", args.conversations, args.holdout, args.seed)
         wall = time.perf_counter() - t0
-        offered = httpx.get(f"http://127.0.0.1:{up_port}/log").json()
+        sent = httpx.get(f"http://127.0.0.1:{up_port}/sent").json()
         gw.send_signal(signal.SIGTERM)
         gw.wait(60)
     finally:
@@ -271,13 +294,9 @@ def main() -> None:
                 p.wait(10)
 
     empty = count_prompt_tokens([], None, MODEL)
-    by_name = {t["function"]["name"]: t for t in TOOLS}
     full_schema = count_prompt_tokens([], TOOLS, MODEL) - empty
-    schema_after = sum(
-        count_prompt_tokens([], [by_name[n] for n in names], MODEL) - empty if names else 0
-        for names in offered
-    )
-    schema_before = full_schema * len(offered)
+    schema_after = sum(e["tokens"] for e in sent)  # lookups' round trips and the helper tool included
+    schema_before = full_schema * result["requests"]
     engine = sa.create_engine(f"sqlite:///{tmp / 'ledger.db'}")
     with engine.connect() as conn:
         rows = conn.execute(
@@ -297,11 +316,9 @@ def main() -> None:
         and result["new_tool_first_call"] is not None
         and m["request"] > result["new_tool_first_call"] + 20 * max(1, int(1 / max(args.holdout, 1e-3)))
     ]
-    steady = offered[args.min_requests + 10 :]
-    steady_after = sum(
-        count_prompt_tokens([], [by_name[x] for x in names], MODEL) - empty if names else 0
-        for names in steady
-    )
+    steady = sent[args.min_requests + 10 :]
+    steady_after = sum(e["tokens"] for e in steady)
+    steady_requests = sum(1 for e in steady if not e["helper_call"])
     print(
         f"\nTrimming through the gateway: {args.conversations} conversations, {n} requests "
         f"({trimmed} trimmed), 40 tools offered, holdout {args.holdout:.0%}, {wall:.1f}s\n"
@@ -313,8 +330,8 @@ def main() -> None:
         f"{1 - schema_after / schema_before:.1%} |"
     )
     print(
-        f"| tool-schema tokens, after warm-up (request {args.min_requests + 10}+) | {full_schema * len(steady):,} | "
-        f"{steady_after:,} | {1 - steady_after / max(1, full_schema * len(steady)):.1%} |"
+        f"| tool-schema tokens, after warm-up (request {args.min_requests + 10}+) | {full_schema * steady_requests:,} | "
+        f"{steady_after:,} | {1 - steady_after / max(1, full_schema * steady_requests):.1%} |"
     )
     print(
         f"| prompt tokens (ledger), all requests | {prompt_before:,} | {prompt_after:,} | "
@@ -335,6 +352,35 @@ def main() -> None:
         f"regular conversations left without a needed tool: {len(missing) - len(holdout_missing)} "
         f"(before the holdout noticed the new tool: {len(missing) - len(holdout_missing) - len(after_restore)}; "
         f"after: {len(after_restore)})"
+    )
+    full_bytes = len(json.dumps(TOOLS))
+    half = sent[len(sent) // 2 :]
+    answers = sum(1 for e in half if not e["helper_call"])  # one final upstream call per client request
+    lookups = [e for e in sent if e["helper_call"]]
+    from gateway.proxy.pricing import load_litellm_price_map
+
+    price = load_litellm_price_map()["gpt-4o"]
+    lookup_usd = sum(
+        e["prompt"] * price["input_cost_per_token"] + 20 * price["output_cost_per_token"] for e in lookups
+    )
+    print(
+        f"\ntool-schema bytes reaching the upstream (helper tool and lookup round trips included): all requests "
+        f"{sum(e['bytes'] for e in sent):,} of {full_bytes * result['requests']:,} untrimmed "
+        f"({sum(e['bytes'] for e in sent) / (full_bytes * result['requests']):.1%}); second half "
+        f"{sum(e['bytes'] for e in half):,} of {full_bytes * answers:,} "
+        f"({sum(e['bytes'] for e in half) / (full_bytes * answers):.1%})"
+    )
+    loaded: dict[str, int] = {}
+    for e in lookups:
+        loaded[e["loaded"]] = loaded.get(e["loaded"], 0) + 1
+    print(
+        f"lookups through the helper tool: {len(lookups)} ({', '.join(f'{k} x{v}' for k, v in sorted(loaded.items()))}), "
+        f"their cost ${lookup_usd:.4f} (gpt-4o list price; the ledger's trimming saving is net of it); "
+        f"helper calls seen by the client: {result['helper_leaks']}"
+    )
+    print(
+        f"prompt tokens removed by trimming (ledger): {prompt_before - prompt_after:,}; "
+        f"saving net of lookups (ledger): ${saved_usd:.4f}"
     )
     print(
         f"\ncommand: python bench/trim/gateway_replay.py --conversations {args.conversations} --holdout {args.holdout} "

@@ -114,6 +114,8 @@ class ToolLoader(Upstreams):
             tools = list(client_tools)
         plan.removed_tokens -= tools_tokens(tools, plan.count_model) - tools_tokens(body.get("tools"), plan.count_model)
         self._remember(wanted)
+        # the plan's body too: a cascade checks the answer against its tools, an escalation re-sends it
+        plan.body = {**plan.body, "tools": tools}
         return {**body, "tools": tools}
 
     def _remember(self, names: Iterable[str]) -> None:

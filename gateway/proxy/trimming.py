@@ -90,10 +90,13 @@ def trim_request(
     tools = body.get("tools")
     # an app tool that already bears the helper's name: the helper could not be told apart, so no trim
     if cfg.tools and isinstance(tools, list) and tools and LOAD_TOOLS not in tool_names(tools):
+        helper = offers_helper(body.get("tool_choice"))
         result = trim_tools(
             tools,
             usage.get(stage_of(body["messages"]) if cfg.by_stage else "all", ToolUsage()),
-            tools_called(body["messages"]),
+            # with the helper, a tool called earlier in the conversation stays loadable rather than sent:
+            # the stage's tool list is then the same for every conversation (one cached prefix per stage)
+            () if helper else tools_called(body["messages"]),
             keep=cfg.keep,
             min_requests=cfg.min_requests,
             holdout=in_holdout(conversation, cfg.holdout),
@@ -101,8 +104,8 @@ def trim_request(
             loaded=loaded,
         )
         dropped, reason = result.dropped, result.reason
+        helper = helper and bool(dropped)
         if dropped:
-            helper = offers_helper(body.get("tool_choice"))
             sent = offer_tools(tools, set(tool_names(result.tools)), helper=helper)
             if sent:
                 out["tools"] = sent

@@ -263,7 +263,9 @@ def test_trimming_drops_unused_tools_keeps_needed_ones_and_restores_a_new_one(st
     helper = upstreams["frontier"].log()[-1]["body"]["tools"][-1]["function"]
     assert helper["name"] == LOAD_TOOLS
     assert "refund, track_parcel, change_address, cancel_order." in helper["description"]
-    # a conversation that already called `refund` keeps it
+    # a conversation that already called `refund` can load it again through the helper tool, which
+    # keeps one tool list per stage for every conversation; without the helper (`tool_choice` "none")
+    # it keeps `refund`
     messages = [
         {"role": "user", "content": "refund me"},
         {
@@ -282,7 +284,17 @@ def test_trimming_drops_unused_tools_keeps_needed_ones_and_restores_a_new_one(st
         tools=TOOLS,
         extra_headers={"X-Tiergate-Workflow": "shop", "X-Tiergate-Conversation": regular[6]},
     )
+    assert sent_tools() == ["lookup_order", "escalate"]
+    assert "refund" in upstreams["frontier"].log()[-1]["body"]["tools"][-1]["function"]["description"]
+    client(gw).chat.completions.create(
+        model="gpt-4o",
+        messages=messages,
+        tools=TOOLS,
+        tool_choice="none",
+        extra_headers={"X-Tiergate-Workflow": "shop", "X-Tiergate-Conversation": regular[6]},
+    )
     assert sent_tools() == ["lookup_order", "refund", "escalate"]
+    assert upstreams["frontier"].log()[-1]["body"]["tools"][-1]["function"]["name"] == "escalate"
     # the client can opt out
     ask(
         gw,
@@ -362,13 +374,9 @@ def test_trimming_by_stage_sends_follow_up_turns_fewer_tools(start_gateway, upst
     offered = wait_for(
         lambda: (lambda o: o if len(o[-1]) < 6 else None)(conversation(10)), what="stage trimming"
     )
-    # the opening turn keeps every tool some conversation opened with; once this conversation has
-    # called its tool, the other conversations' opening tool is no longer sent
-    assert offered == [
-        ["lookup_order", "escalate", "track_parcel"],
-        ["lookup_order", "escalate"],
-        ["lookup_order", "escalate"],
-    ]
+    # the opening turn keeps every tool some conversation opened with; after it, no stage calls a tool,
+    # so only the kept one goes out (the one this conversation called stays loadable through the helper)
+    assert offered == [["lookup_order", "escalate", "track_parcel"], ["escalate"], ["escalate"]]
     stages = [r["stage"] for r in gw.records()][:3]
     assert stages == ["first:0", "first:1", "later:0"]
 

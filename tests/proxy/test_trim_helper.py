@@ -7,6 +7,7 @@ import json
 import time
 
 import httpx
+import openai
 from trim_helpers import HELPER, NAMES, PRICE, TOOLS, ask, scripted, scripted_process, trim_gateway, warm_up
 
 __all__ = ["scripted", "scripted_process"]  # fixtures, used by name
@@ -144,3 +145,20 @@ def test_the_helper_through_litellm_to_an_anthropic_model(start_gateway, scripte
     gw.stop()
     row = [r for r in gw.records() if r["conversation"] == "conv-a"][0]
     assert row["attempts"] == 2 and row["tools_called"] == "escalate"
+
+
+def test_a_cascade_keeps_a_cheap_answer_that_loaded_its_tool(start_gateway, scripted):
+    """The loaded schema joins the plan's tools, so the cascade's check knows the tool the answer calls."""
+    gw = trim_gateway(start_gateway, scripted, route={"kind": "cascade"}, min_requests=3, by_stage=False)
+    warm_up(gw, scripted, 3)
+    scripted.script({"call": "refund", "args": {"id": "D4"}})
+    c = openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0)
+    raw = c.chat.completions.with_raw_response.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "refund D4"}],
+        tools=TOOLS,
+        extra_headers={"X-Tiergate-Workflow": "shop", "X-Tiergate-Conversation": "conv-c"},
+    )
+    assert names(raw.parse().choices[0].message.tool_calls) == ["refund"]
+    assert raw.headers["x-tiergate-tier"] == "routed"
+    assert [e["body"]["model"] for e in scripted.log()[-2:]] == ["gpt-4o-mini", "gpt-4o-mini"]

@@ -75,7 +75,7 @@ def scripted(scripted_process: Scripted) -> Scripted:
 
 
 def trim_gateway(
-    start_gateway: Callable[..., Any], up: Scripted, anthropic: bool = False, **trim: Any
+    start_gateway: Callable[..., Any], up: Scripted, anthropic: bool = False, route: Any = None, **trim: Any
 ) -> Any:
     model = {"name": "gpt-4o", "upstream": "openai/gpt-4o", "api_base": up.api_base, "price": PRICE}
     if anthropic:
@@ -86,10 +86,15 @@ def trim_gateway(
             "api_key_env": UPSTREAM_KEY_ENV,
             "price": PRICE,
         }
+    workflow: dict[str, Any] = {"name": "shop", "frontier": "gpt-4o", "trim": {"holdout": 0.0, **trim}}
+    models = [model]
+    if route is not None:  # a cheap model on the same scripted upstream
+        models.append({**model, "name": "gpt-4o-mini", "upstream": "openai/gpt-4o-mini"})
+        workflow.update(cheap="gpt-4o-mini", route=route)
     return start_gateway(
         {
-            "models": [model],
-            "workflows": [{"name": "shop", "frontier": "gpt-4o", "trim": {"holdout": 0.0, **trim}}],
+            "models": models,
+            "workflows": [workflow],
             "server": {"state_refresh_seconds": 0.3},
         }
     )
