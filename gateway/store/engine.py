@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -66,13 +67,29 @@ def _migration_lock(engine: Engine) -> Iterator[Any]:
         with engine.connect() as conn:
             yield conn
         return
-    with open(lock_path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    fd = _lock_file(lock_path)
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        # removed while still held, so no `tiergate.migrate.lock` is left beside the store (or in git);
+        # a process waiting on the removed file sees that and locks a fresh one (`_lock_file`)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def _lock_file(path: Path) -> int:
+    """An exclusive flock on `path`, created if needed; retried if its holder removed it meanwhile."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            with engine.connect() as conn:
-                yield conn
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed it after we opened it: lock the new one
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
