@@ -301,6 +301,7 @@ def train(
     from trl import SFTConfig, SFTTrainer
 
     from .base_model import load_model, load_tokenizer
+    from .budget import apply_budget, early_stop_callbacks
     from .templates import end_of_turn
     from .toolcalls import tool_format_of
 
@@ -393,6 +394,7 @@ def train(
 
     train_ds = Dataset.from_dict(tokenize_rows(tokenizer, train_rows, eot, "training"))
     eval_ds = Dataset.from_dict(tokenize_rows(tokenizer, eval_rows, eot, "held-out"))
+    max_steps = apply_budget(cfg, args, [len(ids) for ids in train_ds["input_ids"]], max_steps)  # train.max_tokens
     if last is not None:
         from transformers import AutoModelForCausalLM
 
@@ -411,7 +413,7 @@ def train(
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        callbacks=[_make_callback(run, max_steps, say, losses, write=main)],
+        callbacks=[_make_callback(run, max_steps, say, losses, write=main), *early_stop_callbacks(cfg, say)],
     )
     trainer.remove_callback(PrinterCallback)
     t0 = time.monotonic()

@@ -36,6 +36,7 @@ from gateway.demo.scene import (
     LIST_PRICES,
     WORKFLOW,
     DemoError,
+    LiveTraffic,
     Replay,
     Services,
     compiler_ready,
@@ -51,6 +52,9 @@ from gateway.demo.scene import (
     wait_until,
 )
 
+LIVE_PAUSE_S = 2.0  # between live conversations while the model trains: the CPU is the training's
+TRAIN_SPEED_SHARE = 0.6  # real training tokens/s over the bare forward-backward probe (data, evals, saves)
+
 
 def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 8080, workdir: str | None = None,
              compile_steps: int | None = None, compile_sets: tuple[str, ...] = (),
@@ -65,16 +69,17 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
     missing_compiler = compiler_ready()
     canary_n = max(24, conversations // 3)
     after_n = max(10, conversations // 6)
-    pool = max(conversations + canary_n + after_n + 600, 1000)  # room to go on until the payback point
+    # room to go on until the payback point, and for the live traffic while the model compiles
+    pool = max(conversations + canary_n + after_n + 1200, 1600)
     convs, fc = render_traffic(flowchart, pool)
     script = work / "script.jsonl"
     script.write_text("".join(json.dumps(c) + "\n" for c in convs))
     ports = {"frontier": free_port(), "cheap": free_port(), "compiled": free_port(), "gateway": port or free_port()}
-    # the compiler's own default step budget (configs/compile.yaml): fewer steps stop before the
-    # scratch model learns to copy slot values into tool arguments (docs/bench-compile.md)
+    # the compiler's own token budget and early stop (configs/compile.yaml): the scratch model passes the
+    # gate on every seed tried (docs/bench-compile.md); `--compile-steps` trains a fixed number of steps
     compile_args = ["--base-model", "scratch:tiny"]
     if compile_steps is not None:
-        compile_args += ["--max-steps", str(compile_steps)]
+        compile_args += ["--max-steps", str(compile_steps), "--set", "train.max_tokens=0"]
     for s in compile_sets:
         compile_args += ["--set", s]
     serve_command = tuple(c.replace("{script}", str(script)) for c in serve_command)
@@ -171,32 +176,44 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
             if decided["status"] == "rejected":
                 return finish(svc, url, exit_after, stop_now, {"proposal": "rejected"})
 
-        # ---- 3. the compile job, in a worker process
+        # ---- 3. the compile job, in a worker process, while the app's traffic goes on
         from gateway.loop.jobs import list_jobs
 
-        budget = f"{compile_steps} steps" if compile_steps is not None else "the compiler's default steps"
-        say(f"\n3. Compiling (scratch model, {budget}) in a worker process; progress from its files:")
+        if compile_steps is not None:
+            budget = f"{compile_steps} steps"
+        else:
+            budget = "the compiler's token budget"
+            if not compile_command:
+                budget = expected_compile(compile_sets) or budget
+        say(f"\n3. Compiling (scratch model, {budget}) in a worker process; traffic goes on meanwhile. "
+            "Progress from its files:")
+        t_compile = time.time()
+        live = LiveTraffic(rep, convs, start=sent, prefix="live", pause_s=LIVE_PAUSE_S).start()
         last = ""
         job: dict[str, Any] = {}
         while True:
             jobs_now = list_jobs(engine, WORKFLOW, limit=1)
             job = jobs_now[0] if jobs_now else {}
-            train = (job.get("detail") or {}).get("train") or {}
-            line = f"   {job.get('state', 'queued')} {job.get('progress', 0) * 100:3.0f}%" + (
-                f"  step {train.get('step')}/{train.get('max_steps')}" if train.get("step") is not None else "")
+            line = progress_line(job)
             if line != last:
                 say(line)
                 last = line
             if job.get("state") in ("ready", "failed"):
                 break
             time.sleep(1.0)
+        compile_s = time.time() - t_compile
         if job["state"] == "failed":
-            say(f"\n   The compile did not produce a model: {job['error']}")
+            sent = live.stop()
+            say(f"\n   The compile did not produce a model after {compile_s / 60:.1f} min: {job['error']}")
             say("   Nothing was switched: the eval gate keeps an unready model away from users; the workflow stays "
-                "on the frontier (with routing and trimming). Train longer with --compile-steps.")
+                "on the frontier (with routing and trimming).")
+            say(f"   What to try: {what_to_try(job)}")
             before = phase_numbers(engine, t_before, t_before_end)
-            summary = {"before": before, "after": None, "job": job, "tiers": _tier_quality(rep)}
+            summary = {"before": before, "after": None, "job": job, "tiers": _tier_quality(rep), "url": url,
+                       "compile_s": compile_s, "passed": False}
             print_summary(summary)
+            if exit_after:
+                raise DemoError("the demo ended without a switch: the compiled model did not pass the eval gate", 1)
             return finish(svc, url, exit_after, stop_now, summary)
 
         # ---- 4. canary, promotion
@@ -204,24 +221,30 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
 
         manifest = json.loads((Path(job["artifact"]) / "manifest.json").read_text())
         ev = manifest.get("eval") or {}
-        say(f"   ready: eval gate passed (node accuracy {ev.get('node_accuracy', 0):.3f}, "
-            f"success rate {ev.get('success_rate', 0):.3f})")
+        say(f"   ready after {compile_s / 60:.1f} min: eval gate passed (node accuracy "
+            f"{ev.get('node_accuracy', 0):.3f}, success rate {ev.get('success_rate', 0):.3f}); "
+            f"{live.sent} conversations of live traffic meanwhile")
+        live.go_faster()
         wait_until("the canary (the model server is loading)",
                    lambda: canary_mod.get_route(engine, WORKFLOW)["mode"] != "frontier", 300, interval=0.5)
         server = (" ".join(serve_command).replace("{port}", str(ports["compiled"])) if serve_command
                   else f"tiergate serve-model on port {ports['compiled']}")
         say(f"\n4. Canary: {cfg.canary_share:.0%} of new conversations on `{COMPILED}` ({server}), "
-            "sampled comparisons against the frontier")
+            "sampled comparisons against the frontier, on the live traffic")
         t_canary = time.time()
 
         def settled() -> bool:
             return canary_mod.get_route(engine, WORKFLOW)["mode"] != "canary"
 
-        replay(rep, convs[sent:sent + canary_n], "canary", "canary", stop=settled)
+        canary_start = live.sent
         try:
-            wait_until("promotion", settled, 60, interval=0.5)
+            wait_until("promotion", lambda: settled() or live.sent - canary_start >= canary_n or
+                       live.next >= len(convs), 600, interval=0.5)
+            wait_until("promotion", settled, 30, interval=0.5)
         except DemoError:
             pass
+        sent = live.stop()
+        say(f"   {live.sent - canary_start} conversations during the canary")
         route = canary_mod.get_route(engine, WORKFLOW)
         metrics = canary_mod.canary_metrics(engine, WORKFLOW, t_canary).as_dict()
         for s in reversed(route["switches"][:3]):
@@ -230,7 +253,7 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
         t_after = time.time()
         if route["mode"] == "compiled":
             say(f"\n5. Switched: all new `{WORKFLOW}` conversations go to the compiled model")
-            replay(rep, convs[sent + canary_n:sent + canary_n + after_n], "after", "after the switch")
+            replay(rep, convs[sent:sent + after_n], "after", "after the switch")
         else:
             say(f"\n5. Not switched (route: {route['mode']}); the frontier keeps the workflow")
         t_after_end = time.time()
@@ -238,9 +261,12 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
         summary = {
             "before": phase_numbers(engine, t_before, t_before_end),
             "after": phase_numbers(engine, t_after, t_after_end) if route["mode"] == "compiled" else None,
-            "mode": route["mode"], "canary": metrics, "eval": ev, "tiers": _tier_quality(rep),
+            "mode": route["mode"], "canary": metrics, "eval": ev, "tiers": _tier_quality(rep), "url": url,
+            "compile_s": compile_s, "passed": True, "train": ((job.get("detail") or {}).get("train") or {}),
         }
         print_summary(summary)
+        if exit_after and route["mode"] != "compiled":
+            raise DemoError(f"the demo ended without a switch (route: {route['mode']}); see {url}/dashboard", 1)
         return finish(svc, url, exit_after, stop_now, summary)
     except KeyboardInterrupt:
         say("\nstopped")
@@ -256,19 +282,8 @@ def _tier_quality(rep: Replay) -> dict[str, dict[str, Any]]:
 
 
 def print_summary(s: dict[str, Any]) -> None:
-    before, after = s["before"], s.get("after")
-    say("\nCost per conversation (SIMULATED providers at list prices; from the ledger)")
-    say(f"   at the requested model : ${before['baseline']:.5f}")
-    say(f"   before (routing+trim)  : ${before['cost']:.5f}   over {before['conversations']} conversations")
-    if after:
-        serving = after["cost"] - after["checks"]
-        say(f"   after the switch       : ${serving:.6f}   over {after['conversations']} conversations, "
-            f"+ ${after['checks']:.6f} of sampled frontier comparisons")
-        if serving > 0:
-            say(f"   -> serving is {before['baseline'] / serving:.0f}x cheaper than the requested model and "
-                f"{before['cost'] / serving:.0f}x cheaper than routing + trimming; "
-                f"{before['baseline'] / after['cost']:.1f}x with the comparisons")
-    say("Quality (answers scored against the scripted procedure: tool calls exact, text overlap)")
+    """The details (quality by tier, canary, gate), then the headline a newcomer came for, last."""
+    say("\nQuality (answers scored against the scripted procedure: tool calls exact, text overlap)")
     for tier, q in s["tiers"].items():
         say(f"   {tier:<9} {q['requests']:>5} requests  quality {q['quality']:.3f}" if q["quality"] is not None
             else f"   {tier:<9} {q['requests']:>5} requests")
@@ -278,8 +293,99 @@ def print_summary(s: dict[str, Any]) -> None:
         say(f"   canary: {c['requests']} compiled requests, error rate {c['error_rate']:.1%}, sampled comparison "
             f"score {mean} over {c['scored']} samples")
     if s.get("eval"):
-        say(f"   eval gate: node accuracy {s['eval'].get('node_accuracy', 0):.3f}, "
+        say(f"   eval gate on held-out paths: node accuracy {s['eval'].get('node_accuracy', 0):.3f}, "
             f"success rate {s['eval'].get('success_rate', 0):.3f}")
+    train = s.get("train") or {}
+    if s.get("compile_s") is not None and train.get("tokens_per_s"):
+        say(f"   compile: {s['compile_s'] / 60:.1f} min, {train.get('tokens_seen', 0):,} tokens trained at "
+            f"{train['tokens_per_s']:,.0f} tokens/s")
+    for line in headline(s):
+        say(line)
+
+
+def headline(s: dict[str, Any]) -> list[str]:
+    """Cost per conversation at each rung with the ratios, the quality figures and the dashboard URL."""
+    before, after = s["before"], s.get("after")
+    tiers = s.get("tiers") or {}
+
+    def quality(tier: str) -> str:
+        q = (tiers.get(tier) or {}).get("quality")
+        return f"quality {q:.2f}" if q is not None else "quality -"
+
+    lines = ["", "Cost per conversation (SIMULATED providers at list prices; from the ledger):",
+             f"   at the requested model ({FRONTIER})  ${before['baseline']:.5f}   {quality('frontier')}",
+             f"   with routing and trimming   ${before['cost']:.5f}   "
+             f"{before['baseline'] / before['cost']:.1f}x cheaper, routed answers {quality('routed')}"
+             if before["cost"] > 0 else "   with routing and trimming   -"]
+    if after:
+        serving = after["cost"] - after["checks"]
+        if serving > 0:
+            lines.append(
+                f"   compiled ({COMPILED})  ${serving:.6f}   {before['baseline'] / serving:.0f}x cheaper than the "
+                f"requested model, {before['cost'] / serving:.0f}x cheaper than routing + trimming, "
+                f"{quality('compiled')}")
+            lines.append(f"      (+ ${after['checks']:.6f} per conversation of sampled frontier comparisons: "
+                         f"{before['baseline'] / after['cost']:.0f}x cheaper with them)")
+    else:
+        lines.append(f"   compiled ({COMPILED})  not switched: the workflow stays on routing and trimming")
+    if s.get("url"):
+        lines.append(f"Dashboard: {s['url']}/dashboard/workflows/{WORKFLOW}")
+    return lines
+
+
+def expected_compile(compile_sets: tuple[str, ...]) -> str | None:
+    """'a budget of N tokens, about M min here' from the compile config and this machine's speed now.
+
+    Said before the compile starts (issue 17: a newcomer should know what to wait for). The speed is a
+    few forward-backward passes of the scratch model (``compiler.budget``); the run itself stops early
+    when the held-out loss shows the gate will pass.
+    """
+    try:
+        from compiler.budget import measure_tokens_per_s
+        from compiler.config import load_compile_config
+        from compiler.train import parse_sets
+
+        path = Path("configs/compile.yaml")
+        cfg = load_compile_config(path if path.is_file() else None, parse_sets(list(compile_sets)))
+        if not cfg.train.max_tokens:
+            return None
+        speed = measure_tokens_per_s(cfg.train.base_model, vocab_size=cfg.train.vocab_size,
+                                     batch_size=cfg.train.batch_size) * TRAIN_SPEED_SHARE
+    except Exception:  # an estimate only: the compile itself reports what is wrong
+        return None
+    minutes = cfg.train.max_tokens / speed / 60 if speed > 0 else 0.0
+    early = (f", or less: it stops once the held-out loss is {cfg.train.stop_eval_loss}"
+             if cfg.train.stop_eval_loss is not None else "")
+    return (f"a budget of {cfg.train.max_tokens:,} tokens; at {speed:,.0f} tokens/s measured now that is about "
+            f"{minutes:.0f} min of training plus about a minute of data and evaluation{early}")
+
+
+def progress_line(job: dict[str, Any]) -> str:
+    detail = job.get("detail") or {}
+    train = detail.get("train") or {}
+    line = f"   {job.get('state', 'queued')} {job.get('progress', 0) * 100:3.0f}%"
+    if train.get("step") is not None and job.get("state") == "training":
+        line += f"  step {train.get('step')}/{train.get('max_steps')}"
+        if train.get("tokens_per_s"):
+            line += f"  {train['tokens_per_s']:,.0f} tokens/s"
+        if train.get("eval_loss") is not None:
+            line += f"  held-out loss {train['eval_loss']:.3f}"
+        if train.get("eta_s") is not None:
+            line += f"  ETA {train['eta_s'] / 60:.1f} min"
+    return line
+
+
+def what_to_try(job: dict[str, Any]) -> str:
+    """The next thing to try when the gate held the model back, from how far the training got."""
+    train = (job.get("detail") or {}).get("train") or {}
+    loss = train.get("best_eval_loss")
+    hint = []
+    if loss is not None:
+        hint.append(f"the best held-out loss was {loss:.3f}")
+    return ("; ".join(hint) + ("; " if hint else "") +
+            "give it more tokens (--compile-set train.max_tokens=2000000), or another seed "
+            "(--compile-set data.seed=1 --compile-set train.seed=1); `tiergate compile` prints the same gate report, "
+            "and docs/bench-compile.md has the pass rate over seeds")
 
 
 def finish(svc: Services, url: str, exit_after: bool, stop_now: threading.Event, summary: dict[str, Any]) -> dict[str, Any]:

@@ -290,6 +290,52 @@ def phase_numbers(engine: Any, since: float, until: float) -> dict[str, float]:
     return {"cost": row[0] / conv, "baseline": row[1] / conv, "conversations": int(row[2]), "checks": row[3] / conv}
 
 
+class LiveTraffic:
+    """The app keeps sending conversations in a thread while the demo waits for the compile and the canary.
+
+    The loop's canary and promotion act on live traffic, as in production: the moment the compiled model
+    is ready, the next conversations reach it. ``pause_s`` between conversations keeps the CPU for the
+    training while there is nothing to measure yet; ``go_faster`` drops it once the canary runs.
+
+        live = LiveTraffic(rep, convs, start=sent, prefix="live", pause_s=2.0).start()
+        ...; sent = live.stop()
+    """
+
+    def __init__(self, rep: Replay, convs: list[dict[str, Any]], start: int, prefix: str, pause_s: float) -> None:
+        self.rep, self.convs, self.next, self.prefix = rep, convs, start, prefix
+        self.pause_s = pause_s
+        self.sent = 0
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-live-traffic", daemon=True)
+
+    def start(self) -> LiveTraffic:
+        self._thread.start()
+        return self
+
+    def go_faster(self) -> None:
+        self.pause_s = 0.0
+
+    def _run(self) -> None:
+        import httpx
+
+        try:
+            with httpx.Client(timeout=300) as client:
+                while not self._stop.is_set() and self.next < len(self.convs):
+                    self.rep.conversation(self.convs[self.next], f"{self.prefix}-{self.next}", client)
+                    self.next += 1
+                    self.sent += 1
+                    self._stop.wait(self.pause_s)
+        except Exception as exc:  # the demo reports it; a dead replay thread must not hang the demo
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def stop(self) -> int:
+        """Stops after the conversation in flight; returns the index of the next unsent conversation."""
+        self._stop.set()
+        self._thread.join(300)
+        return self.next
+
+
 def replay(rep: Replay, convs: list[dict[str, Any]], prefix: str, label: str, stop: Callable[[], bool] | None = None) -> int:
     import httpx
 

@@ -122,3 +122,41 @@ def test_scratch_models_start_mimetic() -> None:
         ov = attn.o_proj.weight @ attn.v_proj.weight
         assert torch.linalg.eigvalsh((ov + ov.t()) / 2).min() > -1e-6
     assert not torch.equal(a.model.layers[0].self_attn.k_proj.weight, b.model.layers[0].self_attn.k_proj.weight)
+
+
+@pytest.mark.slow
+def test_training_reads_the_token_budget_and_stops_early(tmp_path: Path) -> None:
+    pytest.importorskip("trl", reason="the `compile` extra (torch, transformers, trl) is needed to train")
+    from compiler.budget import steps_for_tokens
+    from compiler.config import TrainConfig
+    from compiler.paths import enumerate_paths
+    from compiler.train import read_progress, train
+
+    fc = load_flowchart(WEATHER)
+    rows = [render_offline(fc, p, seed=0, variant=v) for p in enumerate_paths(fc, max_loops=1).paths
+            for v in range(6)]
+    said: list[str] = []
+    base = dict(base_model="scratch:micro", batch_size=4, vocab_size=300, logging_steps=1, max_steps=100_000,
+                threads=1)
+    # a budget of ~40 steps of this data, checked every 5 steps; a loss bar any first check clears
+    cfg = TrainConfig(**base, max_tokens=40 * 4 * 60, eval_steps=5, stop_eval_loss=100.0)  # type: ignore[arg-type]
+    result = train(rows[2:], rows[:2], tmp_path / "early", cfg, echo=said.append)
+    assert result.steps == 5, said
+    assert any("stopping early at step 5 of" in line for line in said)
+    progress = read_progress(tmp_path / "early")
+    assert progress is not None and progress["status"] == "finished"
+    # without the early stop the budget, not max_steps, sets how long it trains
+    cfg = TrainConfig(**base, max_tokens=12 * 4 * 60, eval_steps=100)  # type: ignore[arg-type]
+    result = train(rows[2:], rows[:2], tmp_path / "budget", cfg, echo=said.append)
+    assert result.steps == progress_steps(tmp_path / "budget") < 100_000
+    # the budget in tokens is what was read: within one step's worth of it
+    assert abs(result.train_tokens - 12 * 4 * 60) <= result.train_tokens / result.steps + 1
+    assert steps_for_tokens(12 * 4 * 60, [60], 4) == 12
+
+
+def progress_steps(run: Path) -> int:
+    from compiler.train import read_progress
+
+    progress = read_progress(run)
+    assert progress is not None
+    return int(progress["max_steps"])
