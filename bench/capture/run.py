@@ -1,7 +1,7 @@
 """Transcript capture at volume: write cost per turn, bytes stored per turn, export speed and memory.
 
     python bench/capture/run.py                       # SQLite, 2,000 conversations x 20 turns
-    python bench/capture/run.py --url postgresql://postgres@127.0.0.1:5432/test --conversations 1000
+    python bench/capture/run.py --pg postgresql://postgres@127.0.0.1:5432/test --conversations 1000
 
 Drives the capture writer's own write path (`gateway.store.transcripts.write_turns`, batches of 200
 turns, as the writer thread does) with an agent-shaped conversation: a 1.5 KB procedure, 4 tool
@@ -65,13 +65,23 @@ def conversation(c: int, turns: int) -> list[tuple[list[dict[str, Any]], int, di
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--url", default=None, help="store URL (default: a fresh SQLite file)")
+    p.add_argument("--pg", default=None, help="PostgreSQL admin URL: bench in a fresh database, dropped after")
     p.add_argument("--conversations", type=int, default=2000)
     p.add_argument("--turns", type=int, default=20)
     p.add_argument("--out", default=None, help="append the table to this markdown file")
     args = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="tg-capture-bench-")
-    url = args.url or f"sqlite:///{tmp}/capture.db"
+    url = f"sqlite:///{tmp}/capture.db"
+    admin = None
+    if args.pg:
+        import uuid
+
+        import psycopg
+
+        admin = psycopg.connect(args.pg, autocommit=True)
+        name = "tg_capture_bench_" + uuid.uuid4().hex[:8]
+        admin.execute(f'CREATE DATABASE "{name}"')
+        url = args.pg.rsplit("/", 1)[0] + "/" + name
     engine = make_engine(url)
     migrate(engine)
     red = Redactor(CaptureConfig(redact=("cards",)))
@@ -141,10 +151,12 @@ def main() -> None:
     if args.out:
         with open(args.out, "a") as fh:
             fh.write("\n".join(table) + "\n")
-    if not args.url:
-        for f in Path(tmp).glob("*"):
-            os.unlink(f)
-        os.rmdir(tmp)
+    if admin is not None:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+    for f in Path(tmp).glob("*"):
+        os.unlink(f)
+    os.rmdir(tmp)
 
 
 if __name__ == "__main__":

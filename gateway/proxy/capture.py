@@ -23,27 +23,23 @@ from router import PolicyConfigError
 
 CAPTURE_KEYS = frozenset({"enabled", "retention_days", "max_conversations", "redact", "patterns"})
 
-# Always on. Each pattern is anchored on a shape real keys have, so ordinary prose is left alone.
-SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
-    re.compile(r"\b(?:sk|rk|pk)-(?:[A-Za-z0-9_-]+-)*[A-Za-z0-9_-]{16,}"),  # OpenAI, Anthropic (sk-ant-...)
-    re.compile(r"\btg-[A-Za-z0-9_-]{20,}"),  # tiergate virtual keys
-    re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),  # AWS access key ids
-    re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),  # Google API keys
-    re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr|github_pat)_[A-Za-z0-9_]{20,}"),  # GitHub tokens
-    re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),  # Slack tokens
-    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),  # JWTs
-    re.compile(r"\b(?i:bearer)\s+[A-Za-z0-9._~+/=-]{16,}"),  # Authorization: Bearer ...
-    re.compile(r"\b(?i:api[_-]?key|secret|token|password|passwd)\b\s*[:=]\s*[\"']?[^\s\"',;]{8,}"),
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
-)
-
-# One pass over each string instead of ten, and only when a literal every secret shape contains is in
-# the (lower-cased) text: `in` runs at C speed, the alternation does not. Redaction was 85% of the
-# capture writer's time before (cProfile, bench/capture/run.py).
-_SECRETS = re.compile("|".join(f"(?:{p.pattern})" for p in SECRET_PATTERNS))
-_HINTS = (
-    "sk-", "rk-", "pk-", "tg-", "akia", "asia", "aiza", "gh", "xox", "eyj", "bearer", "key", "secret", "token",
-    "passw", "private",
+# Always on. Each pattern is anchored on a shape real keys have, so ordinary prose is left alone, and
+# runs only when its literal hints are in the lower-cased text (`in` runs at C speed; ten regexes over
+# every message did not: redaction was 85% of the capture writer's time, cProfile on bench/capture).
+SECRET_PATTERNS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
+    (("sk-", "rk-", "pk-"), re.compile(r"\b(?:sk|rk|pk)-(?:[A-Za-z0-9_-]+-)*[A-Za-z0-9_-]{16,}")),  # OpenAI, Anthropic
+    (("tg-",), re.compile(r"\btg-[A-Za-z0-9_-]{20,}")),  # tiergate virtual keys
+    (("akia", "asia"), re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")),  # AWS access key ids
+    (("aiza",), re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),  # Google API keys
+    (("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr|github_pat)_[A-Za-z0-9_]{20,}")),  # GitHub tokens
+    (("xox",), re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}")),  # Slack tokens
+    (("eyj",), re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),  # JWTs
+    (("bearer",), re.compile(r"\b(?i:bearer)\s+[A-Za-z0-9._~+/=-]{16,}")),  # Authorization: Bearer ...
+    (
+        ("key", "secret", "token", "passw"),
+        re.compile(r"\b(?i:api[_-]?key|secret|token|password|passwd)\b\s*[:=]\s*[\"']?[^\s\"',;]{8,}"),
+    ),
+    (("private key",), re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----")),
 )
 _DIGIT_RUN = re.compile(r"\d[\d .()+-]{6,}\d")  # what a card or phone number needs at least
 
@@ -132,6 +128,7 @@ class Redactor:
         self._literals = sorted({s for s in extra_secrets if s and len(s) >= 8}, key=len, reverse=True)
         self._optional = [(k, OPTIONAL_PATTERNS[k]) for k in cfg.redact]
         self._custom = [re.compile(p) for p in cfg.patterns]
+        self._cache: dict[str, str] = {}  # JSON text -> redacted JSON text; the writer is one thread
 
     def text(self, value: str) -> str:
         if len(value) < 8:  # shorter than any secret or pattern worth redacting
@@ -140,8 +137,9 @@ class Redactor:
             if lit in value:
                 value = value.replace(lit, "[redacted:secret]")
         low = value.lower()
-        if any(h in low for h in _HINTS):
-            value = _SECRETS.sub("[redacted:secret]", value)
+        for hints, pattern in SECRET_PATTERNS:
+            if any(h in low for h in hints):
+                value = pattern.sub("[redacted:secret]", value)
         numbers = bool(self._optional) and _DIGIT_RUN.search(value) is not None
         for kind, pattern in self._optional:
             if kind in ("cards", "phones") and not numbers:
@@ -158,14 +156,20 @@ class Redactor:
         """`value` as JSON text, redacted: one pass over the serialised text (C-speed dump, one regex
         sweep), falling back to a walk over its strings if a custom pattern broke the JSON."""
         raw = orjson.dumps(value).decode()
+        hit = self._cache.get(raw)
+        if hit is not None:
+            return hit
         out = self.text(raw)
-        if out is raw or out == raw:
-            return raw
-        try:
-            orjson.loads(out)
-            return out
-        except orjson.JSONDecodeError:
-            return orjson.dumps(self(value)).decode()
+        if out != raw:
+            try:
+                orjson.loads(out)
+            except orjson.JSONDecodeError:
+                out = orjson.dumps(self(value)).decode()
+        if len(raw) <= 32_768:  # the procedure, preloads and tool schemas come back in every conversation
+            if len(self._cache) >= 2048:
+                self._cache.clear()
+            self._cache[raw] = out
+        return out
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, str):

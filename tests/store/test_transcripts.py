@@ -13,12 +13,12 @@ import httpx
 import openai
 import pytest
 from sqlalchemy import func, select
+from tg_testing import ROOT, UPSTREAM_KEY
 
 from gateway.loop.retention import enforce_retention
 from gateway.settings import load_settings
 from gateway.store.engine import make_engine
 from gateway.store.schema import transcript_messages, transcripts
-from tg_testing import ROOT, UPSTREAM_KEY
 
 SECRET = "sk-proj-Zq7XkP2mN9vB4cL8dF1gH6jK3sT5wY0e"
 TOOLS = [
@@ -188,3 +188,30 @@ def test_admin_export_endpoint_streams_jsonl(start_gateway, upstreams):
     assert all(c["tiergate"]["workflow"] == "shop" for c in convs)
     one = httpx.get(f"{gw.url}/api/workflows/shop/export", params={"limit": 1}).text.splitlines()
     assert len(one) == 1
+
+
+def test_a_conversation_id_resent_from_scratch_is_kept_apart_and_a_retry_replaces_the_tail(tmp_path):
+    from gateway.proxy.capture import CaptureConfig, Redactor
+    from gateway.store.engine import migrate
+    from gateway.store.transcripts import Turn, export_lines, write_turns
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    migrate(engine)
+    red = Redactor(CaptureConfig()).json
+    sys_msg, hi = {"role": "system", "content": "You help."}, {"role": "user", "content": "hi"}
+
+    def turn(n: int, msgs: list, continued: int, reply: str) -> Turn:
+        return Turn("w", "conv-1", n, time.time(), msgs, continued, None, {"role": "assistant", "content": reply}, red)
+
+    write_turns(engine, [turn(1, [sys_msg, hi], 0, "a1")])
+    follow = [sys_msg, hi, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "more"}]
+    write_turns(engine, [turn(2, follow, 3, "a2")])
+    write_turns(engine, [turn(2, follow, 3, "a2, retried")])  # the same turn again: the tail is replaced
+    for _ in range(2):  # the app restarts its history under the same id: kept apart, twice without error
+        write_turns(engine, [turn(3, [sys_msg, {"role": "user", "content": "new start"}], 0, "b1")])
+    lines = [json.loads(x) for x in export_lines(engine, "w")]
+    engine.dispose()
+    assert [[m["content"] for m in line["messages"]] for line in lines] == [
+        ["You help.", "hi", "a1", "more", "a2, retried"],
+        ["You help.", "new start", "b1"],
+    ]
