@@ -28,8 +28,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("compile")
     def compile_cmd(
-        flowchart: Annotated[Path, typer.Argument(help="Workflow flowchart (.yaml, .mmd, .dot).")],
         out: Annotated[Path, typer.Option("--out", help="Output folder (data, run, eval, artifact).")],
+        flowchart: Annotated[Path | None, typer.Argument(
+            help="Workflow flowchart (.yaml, .mmd, .dot); omit it with --from-traffic.")] = None,
         base_model: Annotated[str | None, typer.Option(
             "--base-model", help="`scratch:<size>`, a local HF folder or a hub id.")] = None,
         config: Annotated[Path | None, typer.Option(
@@ -44,6 +45,12 @@ def register(app: typer.Typer) -> None:
             "--traffic", help="JSONL of logged conversations to add to training.")] = None,
         set_: Annotated[list[str] | None, typer.Option(
             "--set", help="Any config field, e.g. `--set data.variants_per_path=20`.")] = None,
+        from_traffic: Annotated[Path | None, typer.Option(
+            "--from-traffic", help="No flowchart: mine this JSONL export, train on it, gate on replay too.")] = None,
+        replay_min_accuracy: Annotated[float, typer.Option(
+            "--replay-min-accuracy", help="--from-traffic: replay gate turn accuracy to pass.")] = 0.9,
+        holdout: Annotated[float, typer.Option(
+            "--holdout", help="--from-traffic: share of conversations held out for fitness and replay.")] = 0.2,
     ) -> None:
         """Compile a workflow into a small model's weights; the artifact is written only if the eval gate passes."""
         from .config import load_compile_config
@@ -63,8 +70,13 @@ def register(app: typer.Typer) -> None:
             overrides["train.lora"] = True
         if config is None and Path("configs/compile.yaml").is_file():
             config = Path("configs/compile.yaml")
-        if not flowchart.is_file():
-            _fail(f"flowchart `{flowchart}` does not exist; pass a .yaml, .mmd or .dot file.")
+        if from_traffic is not None:
+            if flowchart is not None:
+                _fail("pass a flowchart or --from-traffic, not both")
+            if not from_traffic.is_file():
+                _fail(f"conversation export `{from_traffic}` does not exist; write it with `tiergate export WORKFLOW`")
+        elif flowchart is None or not flowchart.is_file():
+            _fail(f"flowchart `{flowchart}` does not exist; pass a .yaml, .mmd or .dot file (or --from-traffic FILE).")
         try:
             cfg = load_compile_config(config, overrides)
             from .base_model import check_base_model
@@ -76,6 +88,21 @@ def register(app: typer.Typer) -> None:
             _fail("compile needs the `compile` extra (torch, transformers, trl); run `pip install tiergate[compile]`.")
         from .pipeline import compile_workflow
 
+        if from_traffic is not None:
+            from .traffic_compile import compile_from_traffic, summary
+
+            try:
+                res = compile_from_traffic(from_traffic, out, cfg, holdout=holdout, min_replay=replay_min_accuracy,
+                                           echo=typer.echo)
+            except (ValueError, FileNotFoundError) as exc:
+                _fail(str(exc))
+            typer.echo(summary(res))
+            if not res.passed:
+                typer.echo(f"error: gate failed, no artifact written; see {out / 'gate-report.md'}", err=True)
+                raise typer.Exit(1)
+            typer.echo(f"artifact: {res.artifact}")
+            return
+        assert flowchart is not None
         try:
             result = compile_workflow(flowchart, out, cfg, echo=typer.echo)
         except (ValueError, FileNotFoundError) as exc:

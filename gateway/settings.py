@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 # litellm provider prefixes whose wire format is OpenAI's own: the gateway forwards their bytes over
 # its pooled client instead of translating through litellm.
@@ -209,11 +217,21 @@ class Settings(_Strict):
                     )
         return self
 
+    # models the loop serves itself (a compiled artifact on a loopback port), known by name like configured ones
+    _managed: dict[str, ModelConfig] = PrivateAttr(default_factory=dict)
+
     def model(self, name: str) -> ModelConfig | None:
         for m in self.models:
             if m.name == name:
                 return m
-        return None
+        return self._managed.get(name)
+
+    def manage_model(self, model: ModelConfig) -> None:
+        """Make a model the loop serves (`gateway.loop.serving`) routable; configured names win."""
+        self._managed[model.name] = model
+
+    def unmanage_model(self, name: str) -> None:
+        self._managed.pop(name, None)
 
     def workflow(self, name: str) -> WorkflowConfig | None:
         for w in self.workflows:

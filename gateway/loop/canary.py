@@ -19,12 +19,14 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Engine, and_, case, func, insert, select, update
 
 from gateway.errors import Conflict, InvalidRequest
 from gateway.loop.payback import LoopConfig
+from gateway.loop.serving import read_prompt
 from gateway.proxy.plan import RouteChoice
 from gateway.store.loop_schema import ROUTE_MODES, routes, samples, switches
 from gateway.store.schema import requests as R
@@ -36,6 +38,8 @@ class RouteState:
     mode: str
     share: float
     model: str | None
+    persona: str = ""  # set for a model compiled from traffic: how its prompt is reduced (artifact/prompt.json)
+    static_lines: frozenset[str] = frozenset()
 
 
 def on_compiled(conversation: str, share: float) -> bool:
@@ -54,19 +58,28 @@ def route_for(table: Mapping[str, RouteState], workflow: str, conversation: str)
     if st is None or st.mode == "frontier" or not st.model:
         return None
     if st.mode == "compiled" or on_compiled(conversation, st.share):
-        return RouteChoice(model=st.model, canary=st.mode == "canary")
+        return RouteChoice(model=st.model, canary=st.mode == "canary", persona=st.persona,
+                           static_lines=st.static_lines)
     return None
 
 
 # ---------------------------------------------------------------------- store
 
 
+@lru_cache(maxsize=256)
+def _prompt(artifact: str) -> tuple[str, frozenset[str]]:
+    """An artifact's prompt reduction, read once (an artifact never changes once written)."""
+    p = read_prompt(artifact) or {}
+    return str(p.get("persona") or ""), frozenset(map(str, p.get("static_lines") or ()))
+
+
 def load_table(engine: Engine) -> dict[str, RouteState]:
     with engine.connect() as conn:
-        return {
-            r.workflow: RouteState(r.workflow, r.mode, float(r.share), r.model)
-            for r in conn.execute(select(routes.c.workflow, routes.c.mode, routes.c.share, routes.c.model))
-        }
+        rows = conn.execute(select(routes.c.workflow, routes.c.mode, routes.c.share, routes.c.model,
+                                   routes.c.artifact)).all()
+    return {r.workflow: RouteState(r.workflow, r.mode, float(r.share), r.model,
+                                   *(_prompt(r.artifact) if r.artifact else ("", frozenset())))
+            for r in rows}
 
 
 def get_route(engine: Engine, workflow: str) -> dict[str, Any]:

@@ -31,6 +31,23 @@ from gateway.store.loop_schema import ACTIVE_JOB_STATES, jobs
 
 log = logging.getLogger("tiergate.jobs")
 
+TRAFFIC_FILE = "traffic.jsonl"  # a workflow's captured conversations, exported for a compile without a flowchart
+
+
+def export_traffic(engine: Engine, workflow: str, path: Path) -> int:
+    """Write the workflow's captured conversations (`tiergate export`'s format) atomically; their count."""
+    from gateway.store.transcripts import export_lines
+
+    tmp = path.with_name(f".{path.name}.partial")
+    n = 0
+    with open(tmp, "wb") as fh:
+        for line in export_lines(engine, workflow):
+            fh.write(line)
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
 # share of the whole job each stage ends at, for one progress bar over the compile
 STAGE_END = {"queued": 0.0, "generating": 0.1, "training": 0.85, "evaluating": 0.98, "ready": 1.0}
 
@@ -142,7 +159,11 @@ class JobRunner:
         self.children: dict[int, subprocess.Popen[bytes]] = {}
 
     def command(self, flowchart: str, out_dir: str) -> list[str]:
+        """`compile FLOWCHART --out DIR ...`; without a flowchart, `compile --from-traffic DIR/traffic.jsonl ...`."""
         base = list(self.cfg.compile_command) or [sys.executable, "-m", "gateway.cli", "compile"]
+        if not flowchart:
+            return [*base, "--from-traffic", str(Path(out_dir) / TRAFFIC_FILE), "--out", out_dir,
+                    *self.cfg.compile_args, *self.cfg.traffic_compile_args]
         return [*base, flowchart, "--out", out_dir, *self.cfg.compile_args]
 
     def _update(self, job_id: int, **values: Any) -> None:
@@ -154,6 +175,9 @@ class JobRunner:
     def _spawn(self, job: dict[str, Any], *, resumed: bool) -> None:
         out = Path(job["out_dir"])
         out.mkdir(parents=True, exist_ok=True)
+        if not job["flowchart"] and not (out / TRAFFIC_FILE).is_file():
+            exported = export_traffic(self.engine, job["workflow"], out / TRAFFIC_FILE)
+            log.info("job %s (%s): exported %d captured conversations", job["id"], job["workflow"], exported)
         cmd = self.command(job["flowchart"], str(out))
         with open(out / "compile.log", "ab") as fh:
             fh.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if resumed else 'start'}: "

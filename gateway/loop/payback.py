@@ -40,12 +40,15 @@ class LoopConfig:
     gpu_hours: float = 0.0  # training + eval GPU hours (for the estimate)
     gpu_hour_usd: float = 0.0  # USD per GPU hour
     min_conversations: int = 500  # never propose below this many conversations, whatever the payback
+    min_observation_s: float = 86400.0  # traffic seen this long before days-to-payback is extrapolated from it
     # --- stability
     stability_window_s: float = 7 * 86400.0  # static prompt + tool set unchanged this long before proposing
     # --- jobs
     jobs_dir: str = "tiergate-jobs"  # compile outputs, one folder per job
     compile_command: tuple[str, ...] = ()  # default: this Python running `gateway.cli compile`
     compile_args: tuple[str, ...] = ("--base-model", "scratch:tiny")  # appended after FLOWCHART --out DIR
+    traffic_compile_args: tuple[str, ...] = ()  # appended for a workflow without a flowchart (`--from-traffic`)
+    min_captured_conversations: int = 50  # captured conversations a workflow without a flowchart needs to compile
     max_resumes: int = 1  # restarts of a compile whose process vanished, before the job fails
     max_running_jobs: int = 1  # compiles running at once (two CPU trainings on one box thrash); others wait queued
     poll_interval_s: float = 1.0  # how often the loop looks at jobs and canaries
@@ -76,7 +79,7 @@ class LoopConfig:
         out: dict[str, Any] = {}
         for key, value in raw.items():
             default = known[key].default
-            if key in ("compile_command", "compile_args", "serve_command"):
+            if key in ("compile_command", "compile_args", "serve_command", "traffic_compile_args"):
                 if value is None and key == "serve_command":
                     out[key] = None
                     continue
@@ -149,6 +152,7 @@ class Payback:
     progress: float  # conversations / threshold, capped at 1
     compiled_prompt_tokens_per_conversation: float
     completion_tokens_per_conversation: float
+    observed_days: float = 0.0  # the span of traffic the daily rate comes from
 
     @property
     def due(self) -> bool:
@@ -195,7 +199,9 @@ def payback(usage: WorkflowUsage, cfg: LoopConfig) -> Payback:
         count = max(0, math.ceil(round(cost / saving, 9)))
         pay: int | None = count
         threshold: int | None = max(count, cfg.min_conversations)
-        days: float | None = count / per_day if per_day > 0 else None
+        # a rate from minutes of traffic is no forecast: extrapolate only after `min_observation_s`
+        observed = usage.days * 86400.0 >= cfg.min_observation_s
+        days: float | None = count / per_day if per_day > 0 and observed else None
     else:
         pay, threshold, days = None, None, None
     progress = min(1.0, conv / threshold) if threshold else (1.0 if threshold == 0 else 0.0)
@@ -212,4 +218,5 @@ def payback(usage: WorkflowUsage, cfg: LoopConfig) -> Payback:
         progress=progress,
         compiled_prompt_tokens_per_conversation=prompt,
         completion_tokens_per_conversation=completion,
+        observed_days=usage.days,
     )

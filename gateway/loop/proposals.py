@@ -28,6 +28,7 @@ from gateway.loop.rollup import totals
 from gateway.proxy.defaults import resolve
 from gateway.settings import Settings
 from gateway.store.loop_schema import jobs, proposals, routes
+from gateway.store.money import is_client
 
 MIN_SPAN_S = 60.0  # a rate measured over less than a minute is noise; floor the span
 
@@ -47,6 +48,7 @@ class WorkflowStatus:
     payback: Payback
     mode: str  # route mode: frontier, canary, compiled
     proposal: dict[str, Any] | None  # the proposal for the current fingerprint, if any
+    cannot_compile: str | None = None  # why no proposal is raised for it (`compile_source`), or None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,7 +57,39 @@ class WorkflowStatus:
             "payback": self.payback.as_dict(),
             "mode": self.mode,
             "proposal": self.proposal,
+            "cannot_compile": self.cannot_compile,
         }
+
+
+@dataclass(frozen=True)
+class CompileSource:
+    """What a compile of a workflow starts from: its flowchart, its captured traffic, or nothing (and why)."""
+
+    flowchart: Path | None = None
+    from_traffic: bool = False
+    why_not: str | None = None
+
+
+def compile_source(engine: Engine, settings: Settings, cfg: LoopConfig, workflow: str) -> CompileSource:
+    """The one test of "can this workflow be compiled": proposals are raised, shown and approved by it.
+
+    A workflow compiles from the flowchart its config entry names, else from its captured conversations
+    once there are `loop.min_captured_conversations` of them; otherwise `why_not` says what is missing.
+    """
+    wf = settings.workflow(workflow)
+    if wf is not None and wf.flowchart:
+        flowchart = Path(wf.flowchart)
+        if not flowchart.is_file():
+            return CompileSource(why_not=f"The flowchart `{flowchart}` of workflow `{workflow}` does not exist; "
+                                 "fix its path.")
+        return CompileSource(flowchart=flowchart.resolve())
+    captured = captured_conversations(engine, workflow)
+    if captured < cfg.min_captured_conversations:
+        return CompileSource(why_not=(
+            f"Workflow `{workflow}` has no flowchart in {settings.source} and {captured} captured conversations; "
+            f"mining its procedure needs {cfg.min_captured_conversations} (loop.min_captured_conversations). "
+            "Keep capture on, or add `flowchart: PATH` under `workflows:`."))
+    return CompileSource(from_traffic=True)
 
 
 def _fingerprint_groups(engine: Engine, workflow: str | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -74,7 +108,7 @@ def _fingerprint_groups(engine: Engine, workflow: str | None = None) -> dict[str
         g["cost_usd"] += row["cost_ok"]
         g["first_ts"] = min(g["first_ts"], row["first_ts"])
         g["last_ts"] = max(g["last_ts"], row["last_ts"])
-        if row["tier"] == "shadow":
+        if not is_client(row["tier"]):  # shadow labels and canary comparisons: spend, not requests
             continue
         g["requests"] += row["requests"]
         g["conversations"] += row["conversations"]
@@ -138,7 +172,9 @@ def workflow_statuses(
         stab = stability_of(gs, cfg.stability_window_s, now)
         current = next(g for g in gs if g["prompt_fingerprint"] == stab.fingerprint)
         pb = payback(usage_of(current, cfg.static_prompt_tokens.get(wf)), cfg)
-        out.append(WorkflowStatus(wf, stab, pb, modes.get(wf, "frontier"), props.get((wf, stab.fingerprint or ""))))
+        why_not = compile_source(engine, settings, cfg, wf).why_not if settings is not None else None
+        out.append(WorkflowStatus(wf, stab, pb, modes.get(wf, "frontier"), props.get((wf, stab.fingerprint or "")),
+                                  why_not))
     return out
 
 
@@ -156,6 +192,8 @@ def raise_due(engine: Engine, cfg: LoopConfig, settings: Settings | None = None,
             continue
         if settings is not None and not resolve(settings, st.workflow).propose:
             continue  # `propose: false` in `defaults:` or the workflow's entry
+        if st.cannot_compile is not None:
+            continue  # nothing to compile it from: the pages say why (`compile_source`)
         fp = st.stability.fingerprint
         if compiled_fp.get(st.workflow) == fp:
             continue  # already compiled for this very prompt
@@ -225,31 +263,40 @@ def approve(
             f"Proposal `{proposal_id}` was already {prop['status']} by {prop['decided_by']}; "
             "only open proposals can be decided."
         )
-    wf = settings.workflow(prop["workflow"])
-    if wf is None or not wf.flowchart:
-        raise InvalidRequest(
-            f"Workflow `{prop['workflow']}` has no flowchart in {settings.source}; add it under `workflows:` "
-            "with `flowchart: PATH` so the compiler knows its procedure, then approve again."
-        )
-    flowchart = Path(wf.flowchart)
-    if not flowchart.is_file():
-        raise InvalidRequest(f"The flowchart `{flowchart}` of workflow `{wf.name}` does not exist; fix its path.")
-    out_dir = Path(cfg.jobs_dir).resolve() / f"{_safe(wf.name)}-p{proposal_id}"
+    name = prop["workflow"]
+    source = compile_source(engine, settings, cfg, name)
+    if source.why_not is not None:
+        raise InvalidRequest(f"{source.why_not} Then approve again.")
+    # no flowchart: the job mines the workflow's captured conversations (`compile --from-traffic`)
+    chart = str(source.flowchart) if source.flowchart is not None else ""
+    out_dir = Path(cfg.jobs_dir).resolve() / f"{_safe(name)}-p{proposal_id}"
     try:
         with engine.begin() as conn:
             decided = _decide(conn, proposal_id, "approved", by, note, now)
             res = conn.execute(insert(jobs).values(
-                workflow=wf.name, proposal_id=proposal_id, state="queued", progress=0.0, detail="{}",
-                out_dir=str(out_dir), flowchart=str(flowchart.resolve()), attempts=0, created=now, updated=now,
+                workflow=name, proposal_id=proposal_id, state="queued", progress=0.0,
+                detail=json.dumps({"source": "flowchart" if chart else "traffic"}),
+                out_dir=str(out_dir), flowchart=chart, attempts=0, created=now, updated=now,
             ))
             job_id = int(res.inserted_primary_key[0])  # type: ignore[index]
     except IntegrityError:
         raise Conflict(
-            f"A compile job for `{wf.name}` is already running; wait for it (GET /api/jobs) before approving another."
+            f"A compile job for `{name}` is already running; wait for it (GET /api/jobs) before approving another."
         ) from None
     from gateway.loop.jobs import get_job
 
     return decided, get_job(engine, job_id)
+
+
+def captured_conversations(engine: Engine, workflow: str) -> int:
+    """Conversations capture holds for the workflow (what a compile without a flowchart mines)."""
+    from sqlalchemy import func
+
+    from gateway.store.schema import transcripts
+
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(transcripts)
+                                .where(transcripts.c.workflow == workflow)).scalar() or 0)
 
 
 def _safe(name: str) -> str:

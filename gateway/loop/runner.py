@@ -30,6 +30,7 @@ from gateway.loop.payback import LoopConfig
 from gateway.loop.proposals import raise_due, workflow_statuses
 from gateway.loop.retention import enforce_retention
 from gateway.loop.rollup import advance
+from gateway.loop.serving import ModelServers
 from gateway.proxy.plan import RouteChoice
 from gateway.settings import Settings
 from gateway.store.loop_schema import jobs, proposals, routes
@@ -46,6 +47,7 @@ class LoopHandle:
     table: dict[str, canary.RouteState] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     serving: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    servers: ModelServers | None = None  # artifacts the loop serves itself (no loop.compiled_models entry)
     last_error: str | None = None
     passes: int = 0
     last_threshold_check: float = 0.0
@@ -76,6 +78,11 @@ class LoopHandle:
         self._retry_pending_canaries()
         self._check_routes(now)
         self.table = canary.load_table(self.engine)
+        if self.servers is not None:
+            for wf in list(self.servers.ports):
+                st = self.table.get(wf)
+                if st is None or st.mode == "frontier":
+                    self.servers.stop(wf)  # rolled back (by the loop or a person): the model server goes
         self.passes += 1
 
     def _fingerprint_of(self, proposal_id: int | None) -> str | None:
@@ -87,6 +94,18 @@ class LoopHandle:
     def _on_ready(self, job: dict[str, Any]) -> None:
         wf = job["workflow"]
         model = self.cfg.compiled_models.get(wf)
+        if not model and self.servers is not None:
+            served = self.servers.ensure(wf, job["artifact"])
+            if served is None:
+                return  # still loading: _retry_pending_canaries comes back on a later pass
+            canary.start_canary(
+                self.engine, wf, model=served, share=self.cfg.canary_share, job_id=job["id"],
+                artifact=job["artifact"], fingerprint=self._fingerprint_of(job["proposal_id"]),
+                serve_pid=self.servers.pid(wf),
+            )
+            log.info("`%s` canary started: %.0f%% of new conversations on `%s`", wf, self.cfg.canary_share * 100,
+                     served)
+            return
         if not model or self.settings.model(model) is None:
             log.warning(
                 "job %s for `%s` is ready but no model serves it: add `loop.compiled_models: {%s: NAME}` "
@@ -113,7 +132,7 @@ class LoopHandle:
             if job["workflow"] in seen:
                 continue
             seen.add(job["workflow"])
-            if job["id"] not in started and job["workflow"] in self.cfg.compiled_models:
+            if job["id"] not in started and (job["workflow"] in self.cfg.compiled_models or self.servers is not None):
                 self._on_ready(dict(job))
 
     def _ensure_served(self, workflow: str, model: str, artifact: str) -> int | None | bool:
@@ -161,7 +180,9 @@ class LoopHandle:
                                 reason=f"prompt drift: fingerprint {r['fingerprint']} -> {fp_now}; recompile proposed "
                                        "once the new prompt is stable")
                 continue
-            if r["serve_pid"] and wf not in self.serving and not pid_runs(r["serve_pid"], r["artifact"] or ""):
+            if self.servers is not None and wf not in self.cfg.compiled_models and r["artifact"]:
+                self.servers.ensure(wf, r["artifact"])  # adopt or restart the loop's own model server
+            elif r["serve_pid"] and wf not in self.serving and not pid_runs(r["serve_pid"], r["artifact"] or ""):
                 # the model server died with a previous gateway: bring it back
                 self._ensure_served(wf, r["model"], r["artifact"])
             metrics = canary.canary_metrics(self.engine, wf, r["since"])
@@ -204,16 +225,19 @@ class LoopHandle:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.serving.clear()
+        if self.servers is not None:
+            await asyncio.to_thread(self.servers.close)
 
 
-def make_handle(engine: Engine, settings: Settings) -> LoopHandle:
+def make_handle(engine: Engine, settings: Settings, prices: Any = None) -> LoopHandle:
     cfg = LoopConfig.from_dict(settings.loop)
-    return LoopHandle(engine=engine, settings=settings, cfg=cfg, runner=JobRunner(engine, cfg))
+    return LoopHandle(engine=engine, settings=settings, cfg=cfg, runner=JobRunner(engine, cfg),
+                      servers=ModelServers(settings, cfg, prices) if cfg.serve_command is not None else None)
 
 
 async def start_loop(state: Any) -> LoopHandle:
     """Start the loop for an AppState (needs `.engine` and `.settings`); call `await handle.stop()` at exit."""
-    handle = make_handle(state.engine, state.settings)
+    handle = make_handle(state.engine, state.settings, getattr(state, "prices", None))
     handle.table = await asyncio.to_thread(canary.load_table, state.engine)
     handle.task = asyncio.create_task(handle._run(), name="tiergate-loop")
     return handle

@@ -34,6 +34,10 @@ class RouteChoice:
     canary: bool = False
     strip_system: bool = True
     strip_tools: bool = True
+    # a model compiled from traffic (`artifact/prompt.json`): its persona replaces the static system lines,
+    # the transient ones (step, date, user) stay where the app sent them (compiler/traffic_compile.py)
+    persona: str = ""
+    static_lines: frozenset[str] = frozenset()
 
 
 class CompiledRoutes(Protocol):
@@ -79,13 +83,31 @@ def strip_for_compiled(body: dict[str, Any], choice: RouteChoice) -> dict[str, A
     """The request body the compiled model gets: its model name, without what its weights hold."""
     out = dict(body)
     out["model"] = choice.model
-    if choice.strip_system:
+    if choice.persona:
+        out["messages"] = served_messages(body.get("messages", []), choice)
+    elif choice.strip_system:
         out["messages"] = [
             m for m in body.get("messages", []) if m.get("role") not in ("system", "developer")
         ]
     if choice.strip_tools:
         out.pop("tools", None)
         out.pop("tool_choice", None)
+    return out
+
+
+def served_messages(messages: list[dict[str, Any]], choice: RouteChoice) -> list[dict[str, Any]]:
+    """The persona, then the messages as sent with each system message cut to its transient lines."""
+    out: list[dict[str, Any]] = [{"role": "system", "content": choice.persona}]
+    for m in messages:
+        if m.get("role") not in ("system", "developer"):
+            out.append(m)
+            continue
+        content = m.get("content")
+        text = content if isinstance(content, str) else "\n".join(
+            str(p.get("text", "")) for p in content or () if isinstance(p, dict))
+        kept = [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip() not in choice.static_lines]
+        if kept:
+            out.append({"role": "system", "content": "\n".join(kept)})
     return out
 
 

@@ -84,6 +84,10 @@ class PriceBook:
                 rates[m.name] = rate
         return cls(rates, tuple(unpriced))
 
+    def set_rate(self, model_name: str, rate: Rate) -> None:
+        """Price a model added while running (the loop's own compiled-model server)."""
+        self._rates = self._rates | {model_name: rate}
+
     def rate(self, model_name: str) -> Rate:
         return self._rates.get(model_name, UNKNOWN)
 
