@@ -230,7 +230,7 @@ class Identity:
 _CONTROL = frozenset({"Cc", "Zl", "Zp"})
 
 
-def workflow_name(value: str, param: str, *, from_header: bool = False) -> str:
+def workflow_name(value: str, param: str, *, from_header: bool = False, kind: str = "workflow name") -> str:
     """A client-given workflow name, checked: any Unicode, no control characters, at most 200 chars.
 
     A header value arrives as Latin-1 text; it may carry the name percent-encoded as UTF-8
@@ -257,7 +257,7 @@ def workflow_name(value: str, param: str, *, from_header: bool = False) -> str:
     bad = next((ch for ch in name if unicodedata.category(ch) in _CONTROL), None)
     if bad is not None:
         raise InvalidRequest(
-            f"The workflow name in `{param}` contains the control character U+{ord(bad):04X}; "
+            f"The {kind} in `{param}` contains the control character U+{ord(bad):04X}; "
             "use printable characters only (any language is fine).",
             param=param,
         )
@@ -326,6 +326,9 @@ async def identify(
     explicit = headers.get("x-tiergate-conversation") or (
         metadata.get("conversation") if isinstance(metadata.get("conversation"), str) else None
     )
+    if explicit:  # echoed in a response header: the same rules as a workflow name
+        where = "X-Tiergate-Conversation" if headers.get("x-tiergate-conversation") else "metadata.conversation"
+        explicit = workflow_name(explicit, where, kind="conversation id")
     continued = earlier.length if earlier else 0
     if explicit:
         conversation = explicit[:64]

@@ -136,7 +136,7 @@ class ChatService:
         plan = make_plan(self.settings, self.loop, self.rungs, body, headers, ident, record, upstream)
         out_headers = {
             "X-Tiergate-Workflow": header_value(ident.workflow),
-            "X-Tiergate-Conversation": ident.conversation,
+            "X-Tiergate-Conversation": header_value(ident.conversation),
             "X-Request-Id": record.id,
         }
         if plan.cascade:

@@ -259,3 +259,20 @@ def test_a_key_bound_to_a_workflow_cannot_write_another(start_gateway, upstreams
     assert same.headers["x-tiergate-workflow"] == "support"
     rows = gw.wait_records(1)
     assert {r["workflow"] for r in rows} == {"support"}
+
+
+def test_a_conversation_id_in_metadata_is_echoed_safely_or_refused(start_gateway, upstreams):
+    from urllib.parse import unquote
+
+    gw = start_gateway()
+    c = client(gw)
+    raw = c.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], metadata={"conversation": "会話-1"}
+    )
+    assert unquote(raw.headers["x-tiergate-conversation"]) == "会話-1"
+    before = len(upstreams["frontier"].log())
+    with pytest.raises(openai.BadRequestError, match="metadata.conversation"):
+        c.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], metadata={"conversation": "a\r\nb"}
+        )
+    assert len(upstreams["frontier"].log()) == before
