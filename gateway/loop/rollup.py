@@ -10,8 +10,11 @@ index on `requests.ts`. The watermark trails the clock by `LAG_S` so a request w
 late (a long stream is logged when it ends) still lands before its hour is folded.
 
 Conversations are counted as first turns (each conversation has exactly one), which adds up across
-hours where COUNT(DISTINCT) would not. Rows keep their tier, so readers can leave `shadow` calls (the
-router's learning: real spend, but not client requests) out of request counts.
+hours where COUNT(DISTINCT) would not. The `tier` dimension is the row's kind (`gateway.store.money.KIND`):
+the ledger's tier, with fallbacks, shadow labels and canary comparisons told apart, so readers leave side
+calls (real spend, not client requests: `money.is_client`) out of request counts and split savings by
+rung with `money.savings_by_rung`. Hours folded before kinds existed hold plain tiers (comparisons as
+`shadow`, fallbacks under their tier).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sqlalchemy import Engine, Index, and_, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.store.loop_schema import meta, rollup
+from gateway.store.money import KIND
 from gateway.store.schema import requests as R
 
 LAG_S = 900.0
@@ -44,7 +48,7 @@ def _ledger_columns(hour_width: float = HOUR) -> dict[str, Any]:
     return {
         "workflow": R.c.workflow,
         "fingerprint": func.coalesce(R.c.prompt_fingerprint, ""),
-        "tier": R.c.tier,
+        "tier": KIND,
         "requested_model": R.c.requested_model,
         # an integer cast, not floor(): SQLite builds often lack floor(); a bucket is a group, not a boundary
         "hour": func.cast(R.c.ts / hour_width, R.c.turn.type) * hour_width,

@@ -28,6 +28,7 @@ from gateway.proxy.pricing import PriceBook
 from gateway.proxy.tokens import count_prompt_tokens, count_text
 from gateway.settings import Settings
 from gateway.store.ledger import LedgerWriter, Record
+from gateway.store.money import FALLBACK
 
 log = logging.getLogger("tiergate.chat")
 
@@ -132,6 +133,9 @@ class Accounts:
         self, record: Record, plan: Plan, usage: tuple[int, int, int] | None, reply: Mapping[str, Any]
     ) -> None:
         served = record.served_model or plan.model
+        if record.tier != "shadow" and served != plan.model:
+            # a fallback answered: its price difference belongs to no rung (gateway/store/money.py)
+            record.route_reason = f"{FALLBACK}{plan.model}: {record.route_reason or 'planned'}"[:200]
         if usage is None:
             usage = self.estimate(served, plan.body, reply)
             record.tokens_estimated = True

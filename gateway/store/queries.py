@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, case, func, select
 
+from gateway.store.money import KIND, savings_by_rung
 from gateway.store.schema import requests as R
 
 
@@ -39,7 +40,10 @@ def _percentiles(engine: Engine, ps: tuple[tuple[int, int], ...]) -> dict[str, d
 
 
 def workflow_summaries(engine: Engine) -> list[dict[str, Any]]:
-    """Per workflow. Shadow calls (the price of learning to route) count in cost, not in requests."""
+    """Per workflow. Side calls (shadow labels, canary comparisons) count in cost, not in requests.
+
+    `savings_by_rung` splits `savings_usd` as the dashboard does (gateway/store/money.py).
+    """
     ok = R.c.status < 400
     client = R.c.tier != "shadow"
     stmt = (
@@ -70,14 +74,33 @@ def workflow_summaries(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(stmt).mappings()]
     pct = _percentiles(engine, ((1, 2), (19, 20)))
+    by_kind = _sums_by_kind(engine)
     for r in rows:
         r["savings_usd"] = r["baseline_cost_usd"] - r["cost_usd"]
-        # what is not trimming's is routing's (the shadow calls that pay for the learning included)
-        r["routing_savings_usd"] = r["savings_usd"] - r["trim_savings_usd"]
+        # one definition of each rung's share, shared with the dashboard (gateway/store/money.py)
+        rungs = savings_by_rung(by_kind.get(r["workflow"], []))
+        r["savings_by_rung"] = rungs
+        r["routing_savings_usd"] = rungs["routing"]
+        r["trim_savings_usd"] = rungs["trimming"]
         r["p50_latency_ms"] = pct.get(r["workflow"], {}).get(0.5)
         r["p95_latency_ms"] = pct.get(r["workflow"], {}).get(0.95)
         r["id"] = r["workflow"]
     return rows
+
+
+def _sums_by_kind(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    stmt = select(
+        R.c.workflow,
+        KIND.label("kind"),
+        func.coalesce(func.sum(R.c.cost_usd), 0.0).label("cost"),
+        func.coalesce(func.sum(R.c.baseline_cost_usd), 0.0).label("baseline"),
+        func.coalesce(func.sum(R.c.trim_saved_usd), 0.0).label("trim_saved"),
+    ).group_by(R.c.workflow, KIND)
+    out: dict[str, list[dict[str, Any]]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(stmt).mappings():
+            out.setdefault(row["workflow"], []).append(dict(row))
+    return out
 
 
 def conversations(

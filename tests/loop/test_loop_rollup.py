@@ -66,7 +66,9 @@ def test_overview_numbers_split_savings_by_rung(store: Engine) -> None:
         assert o["savings"] == pytest.approx(o["baseline"] - o["spend"])
         assert o["rungs"]["trimming"] == pytest.approx(0.01)
         assert o["rungs"]["compile"] == pytest.approx(0.3 - 0.001)
-        assert o["rungs"]["routing"] == pytest.approx(0.35 - 0.02 - 0.004 - 0.01)  # shadow calls are routing's cost
+        assert o["rungs"]["routing"] == pytest.approx(0.35 - 0.02 - 0.01)
+        assert o["rungs"]["shadow_labels"] == pytest.approx(-0.004)  # the price of learning, a line of its own
+        assert sum(o["rungs"].values()) == pytest.approx(o["savings"])
         assert o["requests"] == 10 + 10 + 10  # shadow calls are not client requests
         t = workflow_table(store)["a"]
         assert (t["requests"], t["conversations"]) == (30, 25)

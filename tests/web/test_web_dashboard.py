@@ -124,7 +124,7 @@ def test_browser_approves_a_proposal_and_sees_its_job(start_loop_gateway: Any, t
             page.click("#login")
             page.wait_for_selector("#kpi-savings")
             assert page.locator("#workflows tr[data-workflow]").count() == 2
-            assert page.locator(".chart svg rect.bar").count() == 3  # savings by rung, drawn by our JS
+            assert page.locator("#money .chart svg rect.bar").count() == 5  # where the money went, by our JS
             page.click("a[href='/dashboard/workflows/travel-booking']")
             page.wait_for_selector("#payback")
             assert page.locator(".chart svg path.line").count() == 4

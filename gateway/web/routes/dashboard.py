@@ -38,35 +38,29 @@ from gateway.loop.payback import LoopConfig
 from gateway.loop.proposals import approve, list_proposals, reject, workflow_statuses
 from gateway.loop.rollup import totals
 from gateway.loop.rungstatus import RUNG_TITLES, rung_status
+from gateway.store.money import REASON, is_client, savings_by_rung, usd
 from gateway.store.schema import requests as R
 from gateway.store.schema import route_labels
 from gateway.web.deps import state
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 COOKIE = "tg_dashboard"
+# the rungs of "where the money went", in the order shown (definitions: gateway/store/money.py)
+RUNG_NAMES = {"routing": "routing", "trimming": "trimming", "compile": "compile",
+              "shadow_labels": "shadow labels", "fallbacks": "fallbacks (no rung)"}
 SESSION_S = 12 * 3600
 
 
 @cache
 def templates() -> Jinja2Templates:
     t = Jinja2Templates(directory=str(resources.files("gateway.web").joinpath("templates")))
-    t.env.filters["usd"] = _usd
+    t.env.filters["usd"] = usd
     t.env.filters["num"] = lambda v: f"{int(v or 0):,}"
     t.env.filters["pct"] = lambda v: "-" if v is None else f"{float(v) * 100:.1f}%"
     t.env.filters["ago"] = lambda ts: "-" if not ts else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
     t.env.filters["tojson_attr"] = lambda v: json.dumps(v, default=str)
+    t.env.filters["rung_series"] = lambda rungs: json.dumps([[name, rungs[key]] for key, name in RUNG_NAMES.items()])
     return t
-
-
-def _usd(v: float | None) -> str:
-    if v is None:
-        return "-"
-    v = float(v)
-    if abs(v) >= 100:
-        return f"${v:,.0f}"
-    if abs(v) >= 1:
-        return f"${v:,.2f}"
-    return f"${v:.4f}" if abs(v) >= 0.0001 else f"${v:.6f}"
 
 
 # ---------------------------------------------------------------------- session and CSRF
@@ -133,7 +127,7 @@ def _render(request: Request, name: str, session: str, **ctx: Any) -> HTMLRespon
         request,
         name,
         {"csrf": csrf_token(request, session), "simulated": sims, "open_mode": st.settings.admin_key is None,
-         "now": time.time(), **ctx},
+         "now": time.time(), "rung_names": RUNG_NAMES, "action_error": _action_error(request), **ctx},
         headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
                  "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'; img-src 'self' data:"},
     )
@@ -180,24 +174,20 @@ async def logout(request: Request, csrf: str = Form("")) -> Response:
 # ---------------------------------------------------------------------- queries (SQL aggregates)
 
 
-def overview_numbers(engine: Engine) -> dict[str, Any]:
-    """Spend, baseline and savings by rung, from the hourly rollup plus the live tail.
+def overview_numbers(engine: Engine, workflow: str | None = None) -> dict[str, Any]:
+    """Spend, baseline and savings by rung (all workflows, or one), from the hourly rollup plus the live tail.
 
     The ledger's baseline is the requested model on the untrimmed prompt, so savings = baseline - spend;
-    trimming's share is its recorded `trim_saved_usd`, compile's is what compiled requests saved, and
-    routing's is the rest (its shadow calls, the price of learning, included), as in `tiergate workflows`.
+    each rung's share is defined once, in gateway/store/money.py, which /api/workflows uses too.
     """
-    rows = totals(engine, ("tier",))
+    rows = totals(engine, ("tier",), workflow=workflow)  # `tier`: the row's kind (money.KIND)
     spend = sum(r["cost"] for r in rows)
     baseline = sum(r["baseline"] for r in rows)
     savings = baseline - spend
-    # a compiled request's stripped prompt is compile's saving, not trimming's
-    trimming = sum(r["trim_saved"] for r in rows if r["tier"] != "compiled")
-    compile_ = sum(r["baseline"] - r["cost"] for r in rows if r["tier"] == "compiled")
-    rungs = {"routing": savings - trimming - compile_, "trimming": trimming, "compile": compile_}
+    rungs = savings_by_rung({"kind": r["tier"], **r} for r in rows)
     return {"spend": spend, "baseline": baseline, "savings": savings,
             "ratio": savings / baseline if baseline else 0.0, "rungs": rungs,
-            "requests": sum(r["requests"] for r in rows if r["tier"] != "shadow")}
+            "requests": sum(r["requests"] for r in rows if is_client(r["tier"]))}
 
 
 def workflow_table(engine: Engine) -> dict[str, dict[str, Any]]:
@@ -208,7 +198,7 @@ def workflow_table(engine: Engine) -> dict[str, dict[str, Any]]:
         w["cost"] += r["cost"]
         w["baseline"] += r["baseline"]
         w["last_seen"] = max(w["last_seen"], r["last_ts"])
-        if r["tier"] != "shadow":
+        if is_client(r["tier"]):
             w["requests"] += r["requests"]
             w["conversations"] += r["conversations"]
     return out
@@ -246,9 +236,9 @@ def workflow_series(engine: Engine, workflow: str, buckets: int = 40) -> dict[st
             points = [{"t": lo + p["b"] * width_s, **{k: p[k] for k in keys}} for p in conn.execute(stmt).mappings()]
     with engine.connect() as conn:
         reasons = conn.execute(
-            select(R.c.route_reason, R.c.served_model, func.count().label("n"))
+            select(REASON.label("route_reason"), R.c.served_model, func.count().label("n"))
             .where(and_(R.c.workflow == workflow, R.c.ts >= hi - 86400, R.c.route_reason.is_not(None)))
-            .group_by(R.c.route_reason, R.c.served_model).order_by(func.count().desc()).limit(10)
+            .group_by(REASON, R.c.served_model).order_by(func.count().desc()).limit(10)
         ).mappings().all()
         called = conn.execute(
             select(R.c.tools_called, func.count().label("n"))
@@ -310,7 +300,8 @@ async def overview(request: Request) -> Response:
         conv = t["conversations"] or 1
         rows.append({"workflow": wf, **t, "cost_per_conv": t["cost"] / conv, "baseline_per_conv": t["baseline"] / conv,
                      "mode": s.get("mode", "frontier"), "payback": s.get("payback"), "stability": s.get("stability"),
-                     "proposal": s.get("proposal"), "rungs": data["rungs"].get(wf, {})})
+                     "proposal": s.get("proposal"), "cannot_compile": s.get("cannot_compile"),
+                     "rungs": data["rungs"].get(wf, {})})
     return _render(request, "overview.html", session, totals=data["totals"], rows=rows, rung_titles=RUNG_TITLES,
                    proposals=data["open_proposals"], jobs=data["jobs"])
 
@@ -335,6 +326,7 @@ async def workflow_page(request: Request, workflow_id: str) -> Response:
             "metrics": metrics,
             "proposals": props,
             "jobs": list_jobs(st.engine, workflow_id, limit=5),
+            "money_numbers": overview_numbers(st.engine, workflow_id),
             "rungs": rung_status(st.engine, st.settings, [workflow_id])[0]["rungs"],
         }
 
@@ -362,14 +354,21 @@ def _who(request: Request) -> str:
     return "dashboard" + (f" ({request.client.host})" if request.client else "")
 
 
-async def _act(request: Request, csrf: str, back: str, fn: Any) -> Response:
+def _action_error(request: Request) -> dict[str, str] | None:
+    """A failed action's message and the element it was clicked in (`proposal-3`, `rollback`)."""
+    msg = request.query_params.get("error")
+    return {"message": msg, "at": request.query_params.get("at", "")} if msg else None
+
+
+async def _act(request: Request, csrf: str, back: str, fn: Any, at: str) -> Response:
     _check_post(request, csrf)
     try:
         await asyncio.to_thread(fn)
     except GatewayError as exc:
         if isinstance(exc, PermissionDenied):
             raise
-        return RedirectResponse(f"{back}?error={quote(exc.message)}", status_code=303)
+        # back to the page, scrolled to where it was clicked, which shows the message there
+        return RedirectResponse(f"{back}?error={quote(exc.message)}&at={quote(at)}#{quote(at)}", status_code=303)
     return RedirectResponse(back, status_code=303)
 
 
@@ -378,7 +377,7 @@ async def approve_action(request: Request, proposal_id: int, csrf: str = Form(""
     st = state(request)
     cfg = LoopConfig.from_dict(st.settings.loop)
     return await _act(request, csrf, _safe_next(back), lambda: approve(
-        st.engine, proposal_id, by=_who(request), settings=st.settings, cfg=cfg))
+        st.engine, proposal_id, by=_who(request), settings=st.settings, cfg=cfg), f"proposal-{proposal_id}")
 
 
 @router.post("/proposals/{proposal_id}/reject")
@@ -386,7 +385,7 @@ async def reject_action(request: Request, proposal_id: int, csrf: str = Form("")
                         note: str = Form("")) -> Response:
     st = state(request)
     return await _act(request, csrf, _safe_next(back), lambda: reject(
-        st.engine, proposal_id, by=_who(request), note=note or None))
+        st.engine, proposal_id, by=_who(request), note=note or None), f"proposal-{proposal_id}")
 
 
 @router.post("/workflows/{workflow_id}/rollback")
@@ -394,4 +393,4 @@ async def rollback_action(request: Request, workflow_id: str, csrf: str = Form("
     st = state(request)
     back = f"/dashboard/workflows/{quote(workflow_id)}"
     return await _act(request, csrf, back, lambda: canary.rollback(
-        st.engine, workflow_id, reason="manual rollback from the dashboard", actor=_who(request)))
+        st.engine, workflow_id, reason="manual rollback from the dashboard", actor=_who(request)), "rollback")

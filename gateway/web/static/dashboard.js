@@ -12,9 +12,16 @@
 
   function fmt(v, kind) {
     if (kind === "usd") {
-      if (Math.abs(v) >= 100) { return "$" + Math.round(v).toLocaleString(); }
-      if (Math.abs(v) >= 1) { return "$" + v.toFixed(2); }
-      return "$" + v.toFixed(4);
+      // as the pages print money (gateway/store/money.py usd): a sign, and three significant digits below $1
+      var a = Math.abs(v), sign = v < 0 ? "-" : "", s;
+      if (a < 5e-9) { return "$0.00"; }
+      if (a >= 100) { s = Math.round(a).toLocaleString("en-US"); }
+      else if (a >= 1) { s = a.toFixed(2); }
+      else {
+        s = a.toFixed(Math.max(2, 2 - Math.floor(Math.log10(a))));
+        while (/\.\d{3,}$/.test(s) && s.charAt(s.length - 1) === "0") { s = s.slice(0, -1); }
+      }
+      return sign + "$" + s;
     }
     return Math.round(v).toLocaleString();
   }
@@ -26,19 +33,25 @@
   }
 
   function bars(div, series, kind) {
-    // series: [[label, value], ...] or [{tier, requests}, ...]
+    // series: [[label, value], ...] or [{tier, requests}, ...]; negative values hang below the axis
     var pairs = series.map(function (p) { return Array.isArray(p) ? p : [p.tier, p.requests]; });
     var W = 600, H = 180, pad = 30;
-    var svg = el("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "bar chart" }, div);
-    var max = Math.max.apply(null, pairs.map(function (p) { return Math.abs(p[1]); }).concat([1e-12]));
+    var values = pairs.map(function (p) { return Number(p[1]) || 0; });
+    var hi = Math.max.apply(null, values.concat([0])), lo = Math.min.apply(null, values.concat([0]));
+    var span = Math.max(hi - lo, 1e-12);
+    var zero = pad + (H - 2 * pad) * hi / span;  // the axis: y of value 0
     var bw = (W - 2 * pad) / Math.max(1, pairs.length);
-    el("line", { x1: pad, y1: H - pad, x2: W - pad, y2: H - pad, "class": "axis" }, svg);
+    var root = el("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "bar chart" }, div);
+    el("line", { x1: pad, y1: zero, x2: W - pad, y2: zero, "class": "axis" }, root);
     pairs.forEach(function (p, i) {
-      var h = (H - 2 * pad) * Math.abs(p[1]) / max;
+      var v = values[i], neg = v < 0;
+      var h = (H - 2 * pad) * Math.abs(v) / span;
       var x = pad + i * bw + bw * 0.15;
-      el("rect", { x: x, y: H - pad - h, width: bw * 0.7, height: Math.max(h, 0.5), "class": "bar s" + (i % 3) }, svg);
-      text(svg, x + bw * 0.35, H - pad + 14, String(p[0]), "middle");
-      text(svg, x + bw * 0.35, H - pad - h - 4, fmt(p[1], kind), "middle");
+      el("rect", { x: x, y: neg ? zero : zero - h, width: bw * 0.7, height: Math.max(h, 0.5),
+                   "class": "bar s" + (i % 3) + (neg ? " neg" : ""), "data-value": v }, root);
+      text(root, x + bw * 0.35, neg ? zero - 4 : H - pad + 14, String(p[0]), "middle");
+      var label = text(root, x + bw * 0.35, neg ? zero + h + 12 : zero - h - 4, fmt(v, kind), "middle");
+      if (neg) { label.setAttribute("class", "neg"); }
     });
   }
 
