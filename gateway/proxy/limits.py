@@ -15,6 +15,7 @@ from collections.abc import Callable
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.metrics import Metrics
 from gateway.proxy.keys import KeyInfo
+from gateway.store.money import usd
 from gateway.store.redis_link import RedisLink
 
 
@@ -101,6 +102,6 @@ async def check_limits(
         if spent >= key.monthly_budget_usd:
             metrics.rejected.labels("budget").inc()
             raise BudgetExceeded(
-                f"This key's monthly budget of ${key.monthly_budget_usd:.2f} is spent (${spent:.2f}); "
+                f"This key's monthly budget of {usd(key.monthly_budget_usd)} is spent ({usd(spent)}); "
                 "raise the budget or wait for next month."
             )
