@@ -99,7 +99,8 @@ class TrainConfig:
     max_tokens: int = field(default=0, metadata={"help": (
         "Training budget in tokens (non-padding, as tokens/s counts them); when > 0 it replaces `max_steps`: "
         "steps = budget / tokens per step of the tokenized training set. A budget in tokens means the same "
-        "learning whatever the tokenizer and batch, and a wall time that is budget / tokens/s."
+        "learning whatever the tokenizer and batch, and a wall time that is budget / tokens/s. A `max_steps` "
+        "given on the command line (without `max_tokens`) turns the budget off."
     )})
     stop_eval_loss: float | None = field(default=None, metadata={"help": (
         "Stop early once the held-out loss (checked every `eval_steps`) is at or below this; None trains the "
@@ -226,7 +227,11 @@ def load_compile_config(
             raise ConfigError(f"compile config `{p}` must be a mapping of sections; got {type(raw).__name__}.")
         apply_values(cfg, raw, str(p))
     if overrides:
-        apply_values(cfg, {k: v for k, v in overrides.items() if v is not None}, "command line")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        apply_values(cfg, given, "command line")
+        # steps asked for on the command line win over a token budget from the file (`--max-steps 50`)
+        if "train.max_steps" in given and "train.max_tokens" not in given:
+            cfg.train.max_tokens = 0
     return cfg
 
 

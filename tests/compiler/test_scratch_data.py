@@ -160,3 +160,15 @@ def progress_steps(run: Path) -> int:
     progress = read_progress(run)
     assert progress is not None
     return int(progress["max_steps"])
+
+
+def test_steps_on_the_command_line_win_over_the_files_budget(tmp_path: Path) -> None:
+    from compiler.config import load_compile_config
+
+    path = tmp_path / "compile.yaml"
+    path.write_text("train:\n  max_tokens: 1000000\n  max_steps: 1000\n")
+    assert load_compile_config(path).train.max_tokens == 1_000_000
+    cfg = load_compile_config(path, {"train.max_steps": "50"})
+    assert (cfg.train.max_steps, cfg.train.max_tokens) == (50, 0)
+    cfg = load_compile_config(path, {"train.max_steps": "50", "train.max_tokens": "2000"})
+    assert (cfg.train.max_steps, cfg.train.max_tokens) == (50, 2000)
