@@ -28,7 +28,7 @@ import orjson
 
 from gateway.proxy.account import Accounts
 from gateway.proxy.plan import Plan
-from gateway.proxy.protocol import StreamAccumulator, usage_of
+from gateway.proxy.protocol import usage_of
 from gateway.proxy.trimming import tools_tokens
 from gateway.proxy.upstream import Completion, OpenStream, Upstreams
 from gateway.store.ledger import Record
@@ -78,13 +78,13 @@ class ToolLoader(Upstreams):
             out = sorter.take([pending]) if pending.strip() else b""
             if out:
                 yield out
-            reply = sorter.acc.reply()
+            reply = sorter.reply()
             asked = _asked(body, [{"message": reply}])
             if asked is None:
                 yield sorter.rest()
                 return
             shown += sorter.relayed
-            self._charge(holder.opened.model.name, body, reply, sorter.acc.usage)
+            self._charge(holder.opened.model.name, body, reply, sorter.usage)
             body = self._reoffer(body, asked)
             holder.opened = await self._inner.open_stream(model_name, body)
             self._record.attempts += holder.opened.attempts
@@ -160,14 +160,24 @@ class _Sorter:
 
     After a lookup, the re-asked model often streams the same preamble again: content repeating the
     text the client already has (`shown`) is held while it matches and dropped once it matched whole.
+    Each chunk is parsed once (three parses per chunk cost ~10 µs each on a 20-chunk answer).
     """
 
     def __init__(self, shown: str = "") -> None:
-        self.acc = StreamAccumulator(client_wants_usage=True)  # follows the reply and usage; hides nothing
         self.held: list[bytes] = []
         self.shown, self.echo = shown, ""
         self.maybe: list[bytes] | None = [] if shown else None
         self.relayed = ""  # content passed to the client by this stream
+        self.usage: tuple[int, int, int] | None = None
+        self.content: list[str] = []
+        self.calls: dict[int, dict[str, str]] = {}
+
+    def reply(self) -> dict[str, Any]:
+        """Choice 0's reply so far, in the shape `helper_requests` and `Accounts.estimate` read."""
+        msg: dict[str, Any] = {"role": "assistant", "content": "".join(self.content)}
+        if self.calls:
+            msg["tool_calls"] = [{"type": "function", "function": c} for _, c in sorted(self.calls.items())]
+        return msg
 
     def take(self, lines: list[bytes]) -> bytes:
         out = bytearray()
@@ -175,11 +185,11 @@ class _Sorter:
             line = raw.rstrip(b"\r")
             if not line.strip():
                 continue
-            framed = line + b"\n\n" if line.startswith(b"data:") else line + b"\n"
-            data = line[5:].strip() if line.startswith(b"data:") else b""
-            if data:
-                self.acc.feed(data)
-            text = _content(data) if data else None
+            if not line.startswith(b"data:"):
+                (self.held.append(line + b"\n") if self.held else out.extend(line + b"\n"))
+                continue
+            framed = line + b"\n\n"
+            hold, text = self._follow(line[5:].strip())
             if self.maybe is not None and not self.held:
                 if text is not None and self.shown.startswith(self.echo + text):
                     self.echo += text
@@ -190,51 +200,52 @@ class _Sorter:
                 out += b"".join(self.maybe)  # it says something else: relay what was held, in order
                 self.relayed += self.echo
                 self.maybe = None
-            if not self.held and data and _holds(data):
-                self.held.append(framed)
-            elif self.held:
+            if self.held or hold:
                 self.held.append(framed)
             else:
                 out += framed
                 self.relayed += text or ""
         return bytes(out)
 
+    def _follow(self, data: bytes) -> tuple[bool, str | None]:
+        """(hold this chunk and all after it, its text when it carries only content for choice 0)."""
+        if data == b"[DONE]":
+            return True, None
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False, None
+        if not isinstance(chunk, dict) or "error" in chunk:
+            return False, None
+        usage = usage_of(chunk)
+        if usage is not None:
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return usage is not None, None
+        hold, text = False, None
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            found = choice.get("delta")
+            delta: dict[str, Any] = found if isinstance(found, dict) else {}
+            hold = hold or bool(delta.get("tool_calls")) or bool(choice.get("finish_reason"))
+            if choice.get("index", 0) != 0:
+                continue
+            if isinstance(delta.get("content"), str):
+                self.content.append(delta["content"])
+                text = delta["content"] if set(delta) <= {"role", "content", "refusal"} else None
+            elif set(delta) <= {"role", "refusal"}:
+                text = ""
+            for tc in delta.get("tool_calls") or ():
+                if isinstance(tc, dict):
+                    slot = self.calls.setdefault(int(tc.get("index", 0)), {"name": "", "arguments": ""})
+                    fn = tc.get("function") or {}
+                    slot["name"] += str(fn.get("name") or "")
+                    slot["arguments"] += str(fn.get("arguments") or "")
+        return hold, None if hold or len(choices) != 1 or usage is not None else text
+
     def rest(self) -> bytes:
         """What is still held at the end of the stream, in order."""
         maybe = b"".join(self.maybe or ())
         return maybe + b"".join(self.held)
-
-
-def _content(data: bytes) -> str | None:
-    """The text of a chunk that carries only content for choice 0 (a role chunk's "" included)."""
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    choices = chunk.get("choices") if isinstance(chunk, dict) else None
-    if not choices or len(choices) != 1 or not isinstance(choices[0], dict) or choices[0].get("finish_reason"):
-        return None
-    delta = choices[0].get("delta") or {}
-    if not isinstance(delta, dict) or delta.get("tool_calls") or chunk.get("usage"):
-        return None
-    content = delta.get("content")
-    return content if isinstance(content, str) else "" if set(delta) <= {"role", "content", "refusal"} else None
-
-
-def _holds(data: bytes) -> bool:
-    if data == b"[DONE]":
-        return True
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    if not isinstance(chunk, dict) or "error" in chunk:
-        return False
-    choices = chunk.get("choices") or []
-    if not choices:
-        return chunk.get("usage") is not None
-    for choice in choices:
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        if isinstance(delta, dict) and delta.get("tool_calls") or (isinstance(choice, dict) and choice.get("finish_reason")):
-            return True
-    return False
