@@ -2,6 +2,7 @@
 
     python bench/overhead/calls.py                      # this checkout
     python bench/overhead/calls.py /tmp/before          # another checkout (e.g. `git worktree add`)
+    python bench/overhead/calls.py --defaults '{"capture": false}'   # a `defaults:` section over the config
 
 Why beside run.py: on a shared 2-core machine wrk's figures move by +-20% between identical runs, so
 a refactor's cost hides in the noise. The number of Python calls one request makes (counted with
@@ -41,6 +42,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured requests per mode")
     parser.add_argument("--counted", type=int, default=50, help="requests whose Python calls are counted")
     parser.add_argument("--timed", type=int, default=400, help="requests whose CPU time is measured")
+    parser.add_argument("--defaults", default=None, help="JSON for the config's `defaults:` section (rungs)")
     return parser
 
 
@@ -56,7 +58,7 @@ async def measure(app: Any, chat_request: Any, args: argparse.Namespace) -> None
 
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://bench"
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"  # a loopback Host: open mode refuses others
         ) as client:
             for stream in (False, True):
                 body = json.dumps(chat_request(stream)).encode()
@@ -111,7 +113,10 @@ def main(argv: list[str] | None = None) -> None:
             factory = importlib.import_module("gateway.web.app")
         except ImportError:  # a checkout from before gateway/ moved into wings (issue 10)
             factory = importlib.import_module("gateway.app")
-        app = factory.create_app(load_settings(root / "bench/overhead/tiergate.yaml"))
+        settings = load_settings(root / "bench/overhead/tiergate.yaml")
+        if args.defaults is not None:
+            settings = settings.model_copy(update={"defaults": json.loads(args.defaults)})
+        app = factory.create_app(settings)
         time.sleep(1.0)  # the upstream binds its port
         asyncio.run(measure(app, chat_request, args))
     finally:

@@ -243,12 +243,12 @@ def export_lines(
             if not heads:
                 return
             bodies: dict[str, list[str]] = {h.id: [] for h in heads}
-            for r in conn.execute(
+            for tid, body in conn.execute(
                 select(TM.c.transcript_id, TM.c.body)
                 .where(TM.c.transcript_id.in_(list(bodies)))
                 .order_by(TM.c.transcript_id, TM.c.seq)
-            ):
-                bodies[r.transcript_id].append(r.body)
+            ).tuples():
+                bodies[tid].append(body)
         for h in heads:
             tools = f',"tools":{h.tools}' if h.tools else ""
             tag = _dumps({"workflow": workflow, "conversation": h.conversation})
