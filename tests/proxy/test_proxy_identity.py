@@ -276,3 +276,18 @@ def test_a_conversation_id_in_metadata_is_echoed_safely_or_refused(start_gateway
             model="gpt-4o", messages=[{"role": "user", "content": "hi"}], metadata={"conversation": "a\r\nb"}
         )
     assert len(upstreams["frontier"].log()) == before
+
+
+@pytest.mark.redis
+def test_a_turn_on_another_process_inherits_the_workflow_through_redis(start_gateway, redis_url, tmp_path):
+    cfg = {"storage": {"url": f"sqlite:///{tmp_path / 'shared.db'}", "redis_url": redis_url}}
+    a, b = start_gateway(cfg, name="a"), start_gateway(cfg, name="b")
+    messages = [{"role": "system", "content": "You plan trips."}, {"role": "user", "content": "hi"}]
+    first = client(a).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=messages, metadata={"workflow": "trips"}
+    )
+    messages += [{"role": "assistant", "content": first.parse().choices[0].message.content}]
+    messages += [{"role": "system", "content": "Step: dates."}, {"role": "user", "content": "next week"}]
+    second = client(b).chat.completions.with_raw_response.create(model="gpt-4o", messages=messages)
+    assert second.headers["x-tiergate-workflow"] == "trips"
+    assert second.headers["x-tiergate-conversation"] == first.headers["x-tiergate-conversation"]

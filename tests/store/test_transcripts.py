@@ -215,3 +215,27 @@ def test_a_conversation_id_resent_from_scratch_is_kept_apart_and_a_retry_replace
         ["You help.", "hi", "a1", "more", "a2, retried"],
         ["You help.", "new start", "b1"],
     ]
+
+
+def test_streamed_turns_are_captured_with_their_replies(start_gateway, upstreams):
+    gw = start_gateway()
+    c = client(gw)
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "first"}]
+    for t in range(2):
+        text = ""
+        with c.chat.completions.with_streaming_response.create(
+            model="gpt-4o", messages=messages, stream=True, extra_headers={"X-Tiergate-Workflow": "streamed"}
+        ) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    chunk = json.loads(line[6:])
+                    if chunk["choices"]:
+                        text += chunk["choices"][0]["delta"].get("content") or ""
+        messages += [{"role": "assistant", "content": text}]
+        if t == 0:
+            messages += [{"role": "user", "content": "second"}]
+    gw.stop()
+    heads, msgs = rows(gw.db_url)
+    assert len(heads) == 1 and heads[0]["turns"] == 2
+    assert [json.loads(m["body"]) for m in msgs] == messages
+    assert [m["reply"] for m in msgs] == [False, True, False, True]
