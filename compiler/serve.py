@@ -1,8 +1,9 @@
 """python -m compiler.serve DIR [--host 127.0.0.1] [--port 8100]   (also: tiergate serve-model DIR)
 
 Serves a compiled artifact over the OpenAI chat API so the gateway routes to it with no code change.
-With vLLM installed and a GPU present it hands over to ``vllm serve`` (``vllm_command``: the artifact's
-tool-call parser, greedy defaults); otherwise a built-in FastAPI + transformers server runs (on the GPU in
+With vLLM installed and a GPU present it runs ``vllm serve`` (``vllm_command``: the artifact's tool-call
+parser, greedy defaults) on a loopback port behind a thin front (``create_vllm_front``) that restores the
+system prompt and tools the gateway strips and pins greedy decoding; otherwise a built-in FastAPI + transformers server runs (on the GPU in
 bf16 when there is one, else the CPU), parsing tool calls with the parser of ``compiler.toolcalls``: ``POST /v1/chat/completions`` (stream and not, tool calls),
 ``GET /v1/models``, ``GET /healthz``.
 
@@ -14,7 +15,6 @@ runtime system prompt, and requests without ``tools`` get the artifact's tools, 
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import threading
@@ -249,20 +249,131 @@ def create_app(model_dir: str | Path) -> Any:
     return app
 
 
+def vllm_request(body: dict[str, Any], manifest: dict[str, Any], served_name: str) -> dict[str, Any]:
+    """What the front puts before vLLM: the request as the gate measured the model.
+
+    The gateway strips the system prompt and ``tools`` for a compiled route (the weights hold them), but the
+    model was trained with both in its prompt, and vLLM runs its tool-call parser only for requests that
+    carry ``tools``; both come back from the manifest here, as the built-in server does. Temperature is
+    pinned to 0: vLLM has no switch that stops a client's sampling settings, and the gate measured greedy.
+    """
+    out = dict(body)
+    out["model"] = served_name
+    msgs = [dict(m) for m in body.get("messages") or []]
+    system = manifest.get("system_prompt") or ""
+    if system and (not msgs or msgs[0].get("role") not in ("system", "developer")):
+        msgs.insert(0, {"role": "system", "content": system})
+    out["messages"] = msgs
+    if not body.get("tools") and manifest.get("tools"):
+        out["tools"] = manifest["tools"]
+        out.setdefault("tool_choice", "auto")
+    out["temperature"] = 0.0
+    for key in ("top_p", "top_k", "min_p", "seed", "n"):
+        out.pop(key, None)
+    return out
+
+
+def create_vllm_front(model_dir: str | Path, upstream: str) -> Any:
+    """An OpenAI front for a ``vllm serve`` process at ``upstream``: requests pass through ``vllm_request``,
+    answers (streamed or not) come back byte for byte, errors keep vLLM's status and OpenAI shape."""
+    import contextlib
+
+    import httpx
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+    folder = resolve_artifact(model_dir)
+    manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
+    name = manifest.get("workflow") or folder.name
+    client = httpx.AsyncClient(base_url=upstream, timeout=httpx.Timeout(600.0, connect=5.0))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> Any:
+        yield
+        await client.aclose()
+
+    app = FastAPI(title=f"tiergate compiled model (vLLM): {name}", lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        try:
+            ok = (await client.get("/health")).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        return JSONResponse({"status": "ok" if ok else "starting", "model": name}, status_code=200 if ok else 503)
+
+    @app.get("/v1/models")
+    async def models() -> Any:
+        up = await client.get("/v1/models")
+        return Response(up.content, status_code=up.status_code, media_type="application/json")
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return JSONResponse({"error": {"message": "request body must be a JSON object.",
+                                           "type": "invalid_request_error", "param": None, "code": None}},
+                                status_code=400)
+        if (body.get("model") or name) != name:
+            return JSONResponse({"error": {"message": f"The model `{body['model']}` does not exist; this server "
+                                           f"serves `{name}`.", "type": "invalid_request_error", "param": "model",
+                                           "code": "model_not_found"}}, status_code=404)
+        req = client.build_request("POST", "/v1/chat/completions", json=vllm_request(body, manifest, name))
+        up = await client.send(req, stream=True)
+        if not body.get("stream") or up.status_code != 200:
+            content = await up.aread()
+            await up.aclose()
+            return Response(content, status_code=up.status_code, media_type="application/json")
+
+        async def relay() -> Any:
+            try:
+                async for piece in up.aiter_raw():
+                    yield piece
+            finally:
+                await up.aclose()
+
+        return StreamingResponse(relay(), media_type="text/event-stream")
+
+    return app
+
+
 def serve_model(model_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                 backend: str = "auto") -> None:
-    """Run the server in the foreground: vLLM where possible (``backend='auto'``), else the CPU server."""
+    """Run the server in the foreground: vLLM where possible (``backend='auto'``), else the built-in server.
+
+    With vLLM, ``vllm serve`` listens on a loopback port of its own and the front (``create_vllm_front``)
+    on ``host:port``; the front ends vLLM when it stops.
+    """
     folder = resolve_artifact(model_dir)
     if backend not in ("auto", "vllm", "cpu"):
         raise ServeError(f"unknown backend `{backend}`; use auto, vllm or cpu.")
+    import uvicorn
+
     if backend == "vllm" or (backend == "auto" and vllm_available()):
         if not vllm_available():
             raise ServeError("backend `vllm` needs vLLM installed and a CUDA GPU; use `--backend cpu`.")
-        manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
-        cmd = vllm_command(folder, host, port, manifest.get("workflow") or folder.name, manifest)
-        os.execvp(cmd[0], cmd)
-    import uvicorn
+        import socket
+        import subprocess
 
+        manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            inner = int(sock.getsockname()[1])
+        cmd = vllm_command(folder, "127.0.0.1", inner, manifest.get("workflow") or folder.name, manifest)
+        proc = subprocess.Popen(cmd)
+        try:
+            uvicorn.run(create_vllm_front(folder, f"http://127.0.0.1:{inner}"), host=host, port=port,
+                        log_level="warning")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        return
     uvicorn.run(create_app(folder), host=host, port=port, log_level="warning")
 
 

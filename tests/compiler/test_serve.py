@@ -148,3 +148,68 @@ def test_vllm_command_for_the_artifact(weather_compile: Any) -> None:
     assert gen["do_sample"] is False and "temperature" not in gen
     assert gen["eos_token_id"] == AutoTokenizer.from_pretrained(art).convert_tokens_to_ids("<|end|>")
     assert "--tool-call-parser" not in vllm_command(art, "h", 1, "x", {"tool_call_parser": None})
+
+
+def _start(cmd: list[str], url: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                env=os.environ | {"OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, f"exited: {log.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, f"not up in 60 s: {log.read_text()[-2000:]}"
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+
+
+def test_vllm_front_restores_what_the_gateway_strips(weather_compile: Any, tmp_path: Path) -> None:
+    """The front `serve-model` puts before `vllm serve`, with a scripted OpenAI server standing in for vLLM
+    (no GPU here): system prompt and tools come back from the manifest (vLLM parses calls only for requests
+    with tools), temperature is pinned to 0, answers and errors pass through, streamed or not."""
+    openai = pytest.importorskip("openai", reason="the official openai SDK drives the server")
+    up_port, front_port = _free_port(), _free_port()
+    upstream = f"http://127.0.0.1:{up_port}"
+    procs = [_start([sys.executable, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(up_port)],
+                    f"{upstream}/v1/models", tmp_path / "vllm.log")]
+    try:
+        front = ("from compiler.serve import create_vllm_front; import uvicorn, sys; "
+                 "uvicorn.run(create_vllm_front(sys.argv[1], sys.argv[2]), host='127.0.0.1', port=int(sys.argv[3]))")
+        procs.append(_start([sys.executable, "-c", front, weather_compile.out_dir, upstream, str(front_port)],
+                            f"http://127.0.0.1:{front_port}/v1/models", tmp_path / "front.log"))
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{front_port}/v1", api_key="unused", max_retries=0)
+        httpx.post(f"{upstream}/_script", json={"steps": [
+            {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]},
+            {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}]})
+        history = [{"role": "user", "content": "hi"},
+                   {"role": "assistant", "content": "Hello! Which city do you want the weather for?"},
+                   {"role": "user", "content": "Oslo please"}]  # as the gateway sends it: no system, no tools
+        resp = client.chat.completions.create(model="weather", messages=history, temperature=0.9, top_p=0.5)
+        call = resp.choices[0].message.tool_calls[0]
+        assert resp.choices[0].finish_reason == "tool_calls"
+        assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Oslo"}
+        calls: list[Any] = []
+        for chunk in client.chat.completions.create(model="weather", messages=history, stream=True):
+            if chunk.choices:
+                calls += chunk.choices[0].delta.tool_calls or []
+        assert calls[0].function.name == "get_weather"
+
+        sent = [x["body"] for x in httpx.get(f"{upstream}/_log").json()]
+        manifest = json.loads((Path(weather_compile.artifact) / "manifest.json").read_text())
+        for body in sent:
+            assert body["model"] == "weather" and body["temperature"] == 0.0 and "top_p" not in body
+            assert body["messages"][0] == {"role": "system", "content": manifest["system_prompt"]}
+            assert body["messages"][1:] == history
+            assert body["tools"] == manifest["tools"] and body["tool_choice"] == "auto"
+
+        httpx.post(f"{upstream}/_script", json={"steps": [{"status": 429}]})
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="weather", messages=history)
+        with pytest.raises(openai.NotFoundError, match="`gpt-nope` does not exist"):
+            client.chat.completions.create(model="gpt-nope", messages=history)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
