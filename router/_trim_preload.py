@@ -88,9 +88,18 @@ def dedupe_preloads(messages: Sequence[Mapping[str, Any]], min_chars: int = 1000
     tool-call structure is left as it is.
     """
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-    # a block is removed only when two copies sit outside the last user turn: too little text, no work
-    # (hashing every paragraph was ~100 µs of a short agent request's path)
-    if sum(_text_len(m.get("content")) for i, m in enumerate(messages) if i != last_user) < 2 * min_chars:
+    # a block is removed from a message holding at least `min_chars` of text, after as much text in
+    # earlier messages (the last user turn is neither): without such a message there is no work
+    # (normalising and hashing every paragraph was ~200 µs of a short agent request's path)
+    before = 0
+    for i, m in enumerate(messages):
+        if i == last_user:
+            continue
+        size = _text_len(m.get("content"))
+        if size >= min_chars and before >= min_chars:
+            break
+        before += size
+    else:
         return PreloadResult(tuple(messages), 0, 0)
     seen: dict[bytes, int] = {}
     result: list[Mapping[str, Any]] = []
