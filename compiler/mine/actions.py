@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import sparse
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -46,6 +47,28 @@ def tool_of(label: str) -> str:
     return label[len(TOOL):].split("(", 1)[0]
 
 
+def _vectorizer() -> TfidfVectorizer:
+    # Capped vocabulary: long replies have hundreds of thousands of distinct bigrams.
+    return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=20_000)
+
+
+def centroids_of(vectorizer: TfidfVectorizer, groups: Sequence[Sequence[str]]) -> sparse.csr_matrix:
+    """One unit-length TF-IDF centroid per group of texts, as sparse rows.
+
+    Sparse because most clusters use a few hundred of the 20,000 features: 2,000 clusters of
+    unrelated replies took 1.2 GB and minutes as dense rows.
+    """
+    if not groups:
+        return sparse.csr_matrix((0, 0))
+    flat = [t for texts in groups for t in texts]
+    owner = np.repeat(np.arange(len(groups)), [len(texts) for texts in groups])
+    member = sparse.csr_matrix((np.ones(len(flat)), (owner, np.arange(len(flat)))), shape=(len(groups), len(flat)))
+    sums = sparse.csr_matrix(member @ vectorizer.transform(flat))  # one transform, summed per group
+    norms = np.sqrt(np.asarray(sums.multiply(sums).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sparse.csr_matrix(sparse.diags(1.0 / norms) @ sums)
+
+
 def normalise_reply(text: str, slots: SlotFinding | None, binding: Mapping[str, Sequence[str]]) -> str:
     """A reply's words with this conversation's slot values and all digits masked, lower-cased."""
     if slots is not None:
@@ -60,7 +83,7 @@ class ActionModel:
     split: StaticSplit
     slots: SlotFinding
     vectorizer: TfidfVectorizer | None
-    centroids: np.ndarray  # one unit-length row per text label
+    centroids: sparse.csr_matrix  # one unit-length row per text label
     text_labels: list[str]
     min_similarity: float = 0.3
     keys: dict[str, str] = field(default_factory=dict)  # tool -> the argument whose value names the step
@@ -73,7 +96,7 @@ class ActionModel:
         norm = float(np.linalg.norm(vec))
         if norm == 0.0:
             return None, 0.0
-        sims = self.centroids @ (vec / norm)
+        sims = np.asarray(self.centroids @ (vec / norm)).ravel()
         best = int(np.argmax(sims))
         score = float(sims[best])
         return (self.text_labels[best] if score >= self.min_similarity else None), score
@@ -88,7 +111,7 @@ class ActionModel:
         return self.text_label(turn.text, binding)[0]
 
 
-MAX_CLUSTERED = 2_000  # agglomerative clustering is quadratic in memory: 2,000 texts take ~30 MB
+MAX_CLUSTERED = 2_000  # agglomerative clustering is quadratic in memory: 2,000 texts take 32 MB
 
 
 def _cluster(texts: list[str], counts: Counter[str], distance: float) -> dict[str, str]:
@@ -100,24 +123,22 @@ def _cluster(texts: list[str], counts: Counter[str], distance: float) -> dict[st
     if len(texts) == 1:
         return {texts[0]: texts[0]}
     head, tail = texts[:MAX_CLUSTERED], texts[MAX_CLUSTERED:]
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    matrix = vectorizer.fit_transform(head).toarray()
+    vectorizer = _vectorizer()
+    matrix = vectorizer.fit_transform(head)  # sparse, rows of unit length
+    # Distances from the sparse product: a dense TF-IDF matrix of long replies (2,000 x 50,000 bigrams)
+    # would take 800 MB, the distance matrix takes 32 MB.
+    dist = np.clip(1.0 - (matrix @ matrix.T).toarray(), 0.0, None)
     groups = AgglomerativeClustering(
-        n_clusters=None, distance_threshold=distance, metric="cosine", linkage="average"
-    ).fit_predict(matrix)
+        n_clusters=None, distance_threshold=distance, metric="precomputed", linkage="average"
+    ).fit_predict(dist)
     members: dict[int, list[str]] = {}
     for text, g in zip(head, groups, strict=True):
         members.setdefault(int(g), []).append(text)
     if tail:
-        ids = sorted(members)
-        pos = {t: i for i, t in enumerate(head)}
-        rows = []
-        for g in ids:
-            mean = matrix[[pos[t] for t in members[g]]].mean(axis=0)
-            rows.append(mean / (np.linalg.norm(mean) or 1.0))
-        nearest = np.argmax(vectorizer.transform(tail).toarray() @ np.vstack(rows).T, axis=1)
+        # Each rarer reply joins the cluster of the clustered reply it is most like (sparse products only).
+        nearest = np.asarray((vectorizer.transform(tail) @ matrix.T).argmax(axis=1)).ravel()
         for text, i in zip(tail, nearest, strict=True):
-            members[ids[int(i)]].append(text)
+            members[int(groups[int(i)])].append(text)
     out: dict[str, str] = {}
     for group in members.values():
         name = max(group, key=lambda t: (counts[t], -len(t), t))
@@ -233,6 +254,7 @@ def merge_paraphrases(
     min_context: float = 0.5,
     min_words: float = 0.2,
     same_place: float = 0.8,
+    min_turns: int = 2,
 ) -> list[list[str]]:
     """Merge reply clusters that are one step worded two ways.
 
@@ -259,25 +281,36 @@ def merge_paraphrases(
             heard[normalise_reply(cue, slots, slots.bindings[ti])] += 1
             texts.setdefault(lab, []).append(normal[(ti, k)])
     names = sorted(ctx, key=lambda lab: (-sum(ctx[lab][0].values()), lab))
-    if len(names) < 2:
+    # Only a cluster seen `min_turns` times has a context to compare with (and unrelated one-off
+    # replies would otherwise make this quadratic in their number); a rarer one may join it.
+    hosts = [i for i, n in enumerate(names) if sum(ctx[n][0].values()) >= min_turns]
+    if len(names) < 2 or not hosts:
         return labels
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit([t for n in names for t in texts[n]])
-    rows = []
+    vectorizer = _vectorizer().fit([t for n in names for t in texts[n]])
+    rows = centroids_of(vectorizer, [texts[n] for n in names])
+    sims = (rows[hosts] @ rows.T).toarray()
+    position = {n: j for j, n in enumerate(names)}
+    # Only clusters sharing something in all three contexts can overlap in all three.
+    index: list[dict[str, set[str]]] = [{}, {}, {}]
     for n in names:
-        mean = np.asarray(vectorizer.transform(texts[n]).mean(axis=0)).ravel()
-        rows.append(mean / (np.linalg.norm(mean) or 1.0))
-    sims = np.vstack(rows) @ np.vstack(rows).T
+        for part, seen in zip(index, ctx[n], strict=True):
+            for key in seen:
+                part.setdefault(key, set()).add(n)
     into: dict[str, str] = {}
-    for i, a in enumerate(names):
+    for h, i in enumerate(hosts):
+        a = names[i]
         if a in into:
             continue
-        for j in range(i + 1, len(names)):
+        near = set.intersection(
+            *(set().union(*(part[key] for key in seen)) for part, seen in zip(index, ctx[a], strict=True))
+        )
+        for j in sorted(position[b] for b in near if position[b] > i):
             b = names[j]
             if b in into:
                 continue
             shares = [_share(x, y) for x, y in zip(ctx[a], ctx[b], strict=True)]
             # Replies that nothing in the conversation tells apart are one step, whatever their words.
-            if min(shares) >= same_place or (min(shares) >= min_context and sims[i, j] >= min_words):
+            if min(shares) >= same_place or (min(shares) >= min_context and sims[h, j] >= min_words):
                 into[b] = a  # the more frequent wording names the step
     return [[into.get(lab, lab) for lab in row] for row in labels]
 
@@ -329,14 +362,10 @@ def label_actions(
     for (ti, k), text in normal.items():
         by_label.setdefault(done[ti][k], []).append(text)
     vectorizer: TfidfVectorizer | None = None
-    centroids = np.zeros((0, 0))
+    centroids = sparse.csr_matrix((0, 0))
     text_labels = sorted(by_label)
     if text_labels:
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        vectorizer = _vectorizer()
         vectorizer.fit([t for lab in text_labels for t in by_label[lab]])
-        rows = []
-        for lab in text_labels:
-            mean = np.asarray(vectorizer.transform(by_label[lab]).mean(axis=0)).ravel()
-            rows.append(mean / (np.linalg.norm(mean) or 1.0))
-        centroids = np.vstack(rows)
+        centroids = centroids_of(vectorizer, [by_label[lab] for lab in text_labels])
     return done, ActionModel(split, slots, vectorizer, centroids, text_labels, min_similarity, keys)
