@@ -61,6 +61,24 @@ def serve_upstream(port: int) -> None:
 
     offered_log: list[list[str]] = []
     sent_log: list[dict[str, Any]] = []
+    seen_prefixes: set[bytes] = set()
+
+    def cached_share(body: dict[str, Any]) -> float:
+        """A provider's prefix cache, OpenAI's way: tools then messages, cached from 1,024 tokens on in
+        blocks of 128 (4 bytes a token here); the share of the prompt an earlier request already had."""
+        import hashlib
+
+        data = b"".join(json.dumps(x).encode() for x in (body.get("tools") or []) + body["messages"])
+        h, done, hit = hashlib.sha256(), 0, 0
+        for point in range(512, len(data) + 1, 512):
+            h.update(data[done:point])
+            done = point
+            if point >= 4096:
+                digest = h.digest()
+                if digest in seen_prefixes:
+                    hit = point
+                seen_prefixes.add(digest)
+        return hit / max(1, len(data))
 
     async def chat(request: Request) -> JSONResponse:
         body = await request.json()
@@ -114,7 +132,12 @@ def serve_upstream(port: int) -> None:
                 "created": int(time.time()),
                 "model": body["model"],
                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": 20, "total_tokens": prompt + 20},
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": 20,
+                    "total_tokens": prompt + 20,
+                    "prompt_tokens_details": {"cached_tokens": int(prompt * cached_share(body))},
+                },
             }
         )
 
@@ -151,7 +174,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> N
     raise SystemExit(f"{url} not ready in {timeout}s")
 
 
-def replay(base: str, conversations: int, holdout_share: float, seed: int) -> dict[str, Any]:
+def replay(base: str, conversations: int, holdout_share: float, seed: int, trim: str = "on") -> dict[str, Any]:
     import httpx
 
     from router import in_holdout
@@ -187,7 +210,11 @@ def replay(base: str, conversations: int, holdout_share: float, seed: int) -> di
                     resp = http.post(
                         "/v1/chat/completions",
                         json={"model": MODEL, "messages": messages, "tools": TOOLS},
-                        headers={"X-Tiergate-Workflow": WORKFLOW, "X-Tiergate-Conversation": conv},
+                        headers={
+                            "X-Tiergate-Workflow": WORKFLOW,
+                            "X-Tiergate-Conversation": conv,
+                            "X-Tiergate-Trim": trim,
+                        },
                     )
                     resp.raise_for_status()
                     out["requests"] += 1
@@ -225,6 +252,8 @@ def main() -> None:
     parser.add_argument("--holdout", type=float, default=0.05)
     parser.add_argument("--min-requests", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trim", choices=("on", "off"), default="on", help="off: X-Tiergate-Trim: off on every request")
+    parser.add_argument("--by-stage", choices=("true", "false"), default="true", help="the workflow's trim.by_stage")
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream:
@@ -254,6 +283,7 @@ def main() -> None:
                     "holdout": args.holdout,
                     "keep": sorted(KEEP),
                     "min_chars": 400,
+                    "by_stage": args.by_stage == "true",
                 },
             }
         ],
@@ -282,7 +312,7 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{up_port}/log", up)
         wait_http(f"http://127.0.0.1:{gw_port}/healthz", gw)
         t0 = time.perf_counter()
-        result = replay(f"http://127.0.0.1:{gw_port}", args.conversations, args.holdout, args.seed)
+        result = replay(f"http://127.0.0.1:{gw_port}", args.conversations, args.holdout, args.seed, args.trim)
         wall = time.perf_counter() - t0
         sent = httpx.get(f"http://127.0.0.1:{up_port}/sent").json()
         gw.send_signal(signal.SIGTERM)
@@ -306,7 +336,14 @@ def main() -> None:
                 "FROM requests"
             )
         ).one()
+        cache = conn.execute(
+            sa.text(
+                "SELECT sum(CASE WHEN cached_tokens > 0 THEN 1 ELSE 0 END), sum(cached_tokens), "
+                "sum(baseline_cost_usd) FROM requests"
+            )
+        ).one()
     n, prompt_after, prompt_before, saved_usd, cost_usd, trimmed = rows
+    hits, cached_sum, baseline_usd = cache
     missing = result["needed_missing"]
     holdout_missing = [m for m in missing if m["holdout"]]
     after_restore = [
@@ -383,8 +420,20 @@ def main() -> None:
         f"saving net of lookups (ledger): ${saved_usd:.4f}"
     )
     print(
+        f"provider prefix cache (simulated, OpenAI's rules): {hits / n:.1%} of requests hit, "
+        f"{cached_sum / prompt_after:.1%} of prompt tokens read from cache, {prompt_after - cached_sum:,} prompt "
+        f"tokens at the full price; cost ${cost_usd:.4f}, baseline ${baseline_usd:.4f} (removed tokens valued at "
+        "the cached price where the upstream caches, docs/ledger.md)"
+    )
+    p_in, p_out = price["input_cost_per_token"], price["output_cost_per_token"]
+    tenth = (prompt_after - cached_sum) * p_in + cached_sum * p_in / 10 + 20 * n * p_out
+    print(
+        f"the same tokens where cached input costs a tenth of input (Anthropic, GPT-5): ${tenth:.4f} "
+        "(final calls; lookups as above)"
+    )
+    print(
         f"\ncommand: python bench/trim/gateway_replay.py --conversations {args.conversations} --holdout {args.holdout} "
-        f"--min-requests {args.min_requests} --seed {args.seed}"
+        f"--min-requests {args.min_requests} --seed {args.seed} --trim {args.trim} --by-stage {args.by_stage}"
     )
 
 
