@@ -94,6 +94,13 @@ def mine(
     kept = [traces[i] for i in used]
     kept_slots = replace(slots, bindings=tuple(slots.bindings[i] for i in used))
     fc, node_labels, ids = build_flowchart(graph, kept, kept_slots, split, name=name)
+    once = sum(1 for occ in graph.occurrences.values() if len(occ) == 1)
+    if len(graph.nodes) >= 10 and once > len(graph.nodes) / 2:
+        fc = replace(fc, notes=(
+            *fc.notes,
+            f"{once} of {len(graph.nodes)} steps were seen once: this traffic may not follow one procedure, "
+            "or its replies vary more than clustering joins (see docs/mining.md)",
+        ))
     turn_nodes = [[ids[n] for n in walk] for walk in graph.walks]
     outliers = [traces[i].id for i in sorted(set(range(len(traces))) - set(used))]
     return MinedWorkflow(

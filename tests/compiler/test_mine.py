@@ -376,3 +376,18 @@ def test_a_cluster_whose_wordings_keep_to_their_own_places_is_split() -> None:
     # Wordings spread over the same places are one step's paraphrases: nothing is split.
     mixed = {**first, **{(ti, 1): plumber if ti % 2 else estimate for ti in range(len(rows))}}
     assert split_by_place([list(r) for r in rows], mixed) == rows
+
+
+def test_traffic_without_a_procedure_says_so() -> None:
+    import random
+
+    rng = random.Random(0)
+
+    def words() -> str:
+        return " ".join("".join(rng.choice("abcdefghij") for _ in range(5)) for _ in range(12))
+
+    records = [{"messages": [m for _ in range(3) for m in (
+        {"role": "user", "content": words()}, {"role": "assistant", "content": words()})]} for _ in range(30)]
+    fc = mine(traces_from_records(records)).flowchart
+    assert any("steps were seen once: this traffic may not follow one procedure" in n for n in fc.notes)
+    assert not mine(traces_from_records(KNOWN)).flowchart.notes
