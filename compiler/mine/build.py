@@ -170,8 +170,8 @@ def _shape(results: Counter[str]) -> str | None:
     """
     seen: dict[str, set[str]] = {}
     for text in results:
-        try:
-            data = json.loads(text)
+        try:  # a number masked as `{amount}` is no JSON until quoted
+            data = json.loads(re.sub(r'(?<!")(\{[A-Za-z_][A-Za-z0-9_]*\})(?!")', r'"\1"', text))
         except ValueError:
             data = text
         for path, value in _paths(data, ""):

@@ -42,5 +42,6 @@ def test_insurance_claims_is_recovered_from_its_traffic() -> None:
     outcomes = {rec.mapping[t]: mined.flowchart.nodes[t].outcome for t in mined.flowchart.terminals if t in rec.mapping}
     assert outcomes == {t: fc.nodes[t].outcome for t in outcomes}
     assert set(outcomes.values()) == {"success", "abandon", "escalate"}
+    assert mined.flowchart.notes == ()  # `within_limit: true/false` tells the coverage branches apart
     assert fitness(mined, held_out).share >= 0.95
     assert [i for i in validate(mined.flowchart) if i.kind == "structure"] == []
