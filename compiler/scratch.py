@@ -162,7 +162,8 @@ def build_model(spec: str, tokenizer: Any, seed: int = 0) -> Any:
         # 0.02 that shared part soon dwarfs what tells them apart (cosine 0.93 between the flight numbers
         # after 600 steps) and no copy of them can be learnt. From 0.1 they stay apart, and the copies of
         # every slot form in about half the steps (docs/bench-compile.md).
-        model.get_input_embeddings().weight.normal_(0.0, EMBED_STD)
+        embeddings: Any = model.get_input_embeddings()
+        embeddings.weight.normal_(0.0, EMBED_STD)
     mimetic_init(model)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

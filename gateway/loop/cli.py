@@ -214,10 +214,13 @@ def register(app: typer.Typer) -> None:
         exit_: Annotated[bool, typer.Option("--exit", help="stop when the demo ends instead of serving the dashboard")] = False,
         conversations: Annotated[int, typer.Option("--conversations", min=10, max=100_000,
                                                    help="conversations replayed first (more follow until the "
-                                                        "payback point)")] = 600,
+                                                        "payback point)")] = 120,
         port: Annotated[int, typer.Option(help="gateway port (0 = any free one)")] = 8080,
         workdir: Annotated[str | None, typer.Option(help="folder for the demo's store, config and jobs")] = None,
-        compile_steps: Annotated[int | None, typer.Option(help="training steps for the scratch model (600)")] = None,
+        compile_steps: Annotated[int | None, typer.Option(
+            help="training steps for the scratch model (default: the compiler's token budget, stopping early)")] = None,
+        seed: Annotated[int | None, typer.Option(
+            help="the compile's seed (slot values, split, initial weights); default: configs/compile.yaml's")] = None,
         compile_set: Annotated[list[str] | None, typer.Option(
             "--compile-set", help="passed to `tiergate compile --set`, e.g. data.variants_per_path=10")] = None,
         compile_cost: Annotated[float, typer.Option(
@@ -235,7 +238,9 @@ def register(app: typer.Typer) -> None:
 
         try:
             run_demo(yes=yes, exit_after=exit_, conversations=conversations, port=port, workdir=workdir,
-                     compile_steps=compile_steps, compile_sets=tuple(compile_set or ()),
+                     compile_steps=compile_steps,
+                     compile_sets=tuple(compile_set or ()) + (() if seed is None else
+                                                              (f"data.seed={seed}", f"train.seed={seed}")),
                      compile_command=tuple(shlex.split(compile_command or "")),
                      serve_command=tuple(shlex.split(serve_command or "")), compile_cost=compile_cost)
         except DemoError as exc:
