@@ -81,7 +81,7 @@ class LoopHandle:
         if self.servers is not None:
             for wf in list(self.servers.ports):
                 st = self.table.get(wf)
-                if st is None or st.mode == "frontier":
+                if st is not None and st.mode == "frontier" and wf not in self.servers.starting:
                     self.servers.stop(wf)  # rolled back (by the loop or a person): the model server goes
         self.passes += 1
 
@@ -97,7 +97,9 @@ class LoopHandle:
         if not model and self.servers is not None:
             served = self.servers.ensure(wf, job["artifact"])
             if served is None:
+                self.servers.starting.add(wf)
                 return  # still loading: _retry_pending_canaries comes back on a later pass
+            self.servers.starting.discard(wf)
             canary.start_canary(
                 self.engine, wf, model=served, share=self.cfg.canary_share, job_id=job["id"],
                 artifact=job["artifact"], fingerprint=self._fingerprint_of(job["proposal_id"]),

@@ -72,6 +72,7 @@ class ModelServers:
         self.prices = prices
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, tuple[int, int, str]] = {}  # workflow -> (pid, port, artifact)
+        self.starting: set[str] = set()  # servers for a canary that has not started yet (kept through rollbacks)
 
     def command(self, artifact: str, port: int) -> list[str]:
         cmd = list(self.cfg.serve_command or ()) or [sys.executable, "-m", "gateway.cli", "serve-model", "{artifact}",

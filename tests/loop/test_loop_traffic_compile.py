@@ -1,0 +1,264 @@
+"""The loop closed for an app whose flowchart tiergate never sees: capture -> proposal -> approval ->
+export -> mining -> replay gate -> the loop's own model server -> canary -> promotion.
+
+The app is tests/compiler/test_mine_app.py's scripted orchestrated app (17 agent steps, five decision
+hubs, two loops, tool arguments copied from the user, the whole procedure in one system message plus a
+per-step one, no tiergate headers), here sending every turn through a real gateway with the official
+`openai` client. The frontier follows the app's current step (tests/loop/step_frontier.py). The compile is
+tests/loop/fake_traffic_compile.py: the compiler's real mining, data build, served prompt and replay gate
+with a stand-in for training (a CPU scratch training on this machine takes far longer than a test may;
+tests/compiler/test_traffic_compile.py runs the real one). The model server is the same stand-in,
+started by the loop itself on a port it picks: no `loop.compiled_models`, no config change.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from loop_helpers import HERE, ROOT, Proc, free_port
+
+pytest_plugins = ["loop_fixtures"]
+
+
+def _mine_app() -> Any:
+    spec = importlib.util.spec_from_file_location("tiergate_mine_app", ROOT / "tests" / "compiler" / "test_mine_app.py")
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
+    if spec.name not in sys.modules:
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+M = _mine_app()
+sys.path.insert(0, str(HERE))
+from step_frontier import history_key  # noqa: E402
+
+
+class LiveApp(M.App):  # type: ignore[misc,name-defined]
+    """The scripted app, each turn a request through the gateway; the frontier's answer is scripted first."""
+
+    def __init__(self, seed: int, client: openai.OpenAI, script: Path):
+        super().__init__(seed)
+        self.client, self.script = client, script
+        self.conversation = ""
+        self.tiers: list[str] = []
+        self.off_script = 0  # turns where the answer was not what the frontier would have said
+
+    def _send(self, reply: dict[str, Any]) -> dict[str, Any]:
+        (self.script / f"{history_key(self.messages)}.json").write_text(json.dumps(reply))
+        raw = self.client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=self.messages, tools=M.TOOLS)
+        self.conversation = raw.headers["x-tiergate-conversation"]
+        msg = raw.parse().choices[0].message
+        echoed: dict[str, Any] = {"role": "assistant", "content": msg.content or ""}
+        if msg.tool_calls:
+            echoed["tool_calls"] = [c.model_dump() for c in msg.tool_calls]
+        got = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in echoed.get("tool_calls", [])]
+        want = [(c["name"], c["arguments"]) for c in reply.get("tool_calls", [])]
+        self.off_script += int(got != want or (not want and echoed["content"] != reply.get("content")))
+        self.messages.append(echoed)
+        return echoed
+
+    def say(self, step: str) -> None:
+        self._step(step)
+        self._send({"content": self.rng.choice(M.REPLIES[step]).format(**self.values)})
+
+    def call(self, step: str, args: dict[str, str], result: dict[str, Any]) -> None:
+        self._step(step)
+        self.calls += 1
+        echoed = self._send({"tool_calls": [{"name": step, "arguments": args}]})
+        call_id = echoed["tool_calls"][0]["id"] if echoed.get("tool_calls") else f"call_{self.calls}"
+        self.messages.append({"role": "tool", "tool_call_id": call_id, "content": json.dumps(result)})
+
+
+@pytest.mark.slow
+def test_an_app_without_a_flowchart_is_mined_compiled_served_and_promoted(start_loop_gateway, tmp_path: Path) -> None:
+    from compiler.mine.fitness import step_recovery
+    from compiler.mine.miner import holdout_split, mine
+    from compiler.mine.traces import read_traces
+
+    script = tmp_path / "script"
+    script.mkdir()
+    port = free_port()
+    frontier = Proc([sys.executable, str(HERE / "step_frontier.py"), "--port", str(port), "--script-dir", str(script)],
+                    tmp_path / "frontier.log").start()
+    frontier.wait_http(f"http://127.0.0.1:{port}/healthz")
+    try:
+        _run(start_loop_gateway, tmp_path, script, port, step_recovery, holdout_split, mine, read_traces)
+    finally:
+        frontier.stop()
+
+
+def _run(start_loop_gateway: Any, tmp_path: Path, script: Path, port: int, step_recovery: Any, holdout_split: Any,
+         mine: Any, read_traces: Any) -> None:
+    gw = start_loop_gateway(
+        {
+            "compile_command": [sys.executable, str(HERE / "fake_traffic_compile.py")],
+            "traffic_compile_args": ["--script-dir", str(script)],
+            "serve_command": [sys.executable, str(HERE / "step_frontier.py"), "--artifact", "{artifact}",
+                              "--port", "{port}", "--script-dir", str(script), "--name", "compiled"],
+            "min_conversations": 40, "min_captured_conversations": 30, "compile_cost_usd": 0.001,
+            "canary_share": 0.5, "promote_after": 5, "min_samples": 3, "compare_share": 1.0,
+        },
+        admin=None,  # open mode (loopback only): the app needs no tiergate key, the API no admin key
+        extra={
+            # the frontier only; the app's workflow is found on the fly and has no entry, so no flowchart
+            "models": [{"name": "gpt-4o", "upstream": "openai/gpt-4o", "api_base": f"http://127.0.0.1:{port}/v1",
+                        "max_retries": 0, "timeout": 20}],
+            "workflows": [],
+        },
+    )
+
+    def api(method: str, path: str, **kw: Any) -> Any:
+        return gw.api(method, path, key=None, **kw)
+
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0, timeout=30)
+    apps: list[LiveApp] = []
+    truth: list[list[str]] = []
+
+    def run_one() -> LiveApp:
+        app = LiveApp(len(apps), client, script)
+        _record, steps = app.run()
+        apps.append(app)
+        truth.append(steps)
+        return app
+
+    def proposals() -> list[dict[str, Any]]:
+        return list(api("GET", "/api/proposals?status=open").json()["data"])
+
+    # the app runs until the payback point raises a proposal
+    while not proposals():
+        run_one()
+        assert len(apps) <= 120, "no proposal after 120 conversations"
+    prop = proposals()[0]
+    workflow = prop["workflow"]
+    before = len(apps)
+    r = api("POST", f"/api/proposals/{prop['id']}/approve", json={"by": "ana"})
+    assert r.status_code == 200, r.text
+    job = r.json()["job"]
+    assert job["flowchart"] == "" and job["detail"]["source"] == "traffic"
+
+    # the app keeps running; the job exports, mines, gates; the loop serves the artifact and starts the canary
+    def route() -> dict[str, Any]:
+        return dict(api("GET", f"/api/workflows/{workflow}/route").json())
+
+    while route()["mode"] != "compiled":
+        run_one()
+        jobs = api("GET", f"/api/jobs/{job['id']}").json()
+        assert jobs["state"] != "failed", jobs.get("error")
+        assert len(apps) <= before + 150, (route(), jobs)
+    switches = [(s["from_mode"], s["to_mode"]) for s in route()["switches"]]
+    assert ("frontier", "canary") in switches and ("canary", "compiled") in switches
+    assert route()["model"] == f"compiled/{workflow}"  # the loop's own model, named by no config
+    served_from = len(apps)
+    for _ in range(8):
+        run_one()
+
+    out = Path(api("GET", f"/api/jobs/{job['id']}").json()["out_dir"])
+    # the mined graph: at least 90% of the app's agent steps as nodes, at most 10% extra
+    traces = read_traces(out / "traffic.jsonl")
+    by_id = {t.id: truth[int(t.id.rsplit(" ", 1)[1]) - 1] for t in traces}
+    mined_set, _held = holdout_split(traces, 0.2, 0)
+    mined = mine(mined_set, name=workflow)
+    rec = step_recovery(mined.turn_nodes, [by_id[t.id] for t in mined_set])
+    assert rec.true_steps == 17 and rec.recovered >= 0.9 * 17 and rec.extra <= 0.1 * 17, rec
+    report = json.loads((out / "mined" / "report.json").read_text())
+    assert report["nodes"] == len(mined.flowchart.nodes) and report["fitness"] >= 0.9
+    gate = json.loads((out / "compile.json").read_text())["metrics"]["replay"]
+    assert gate["passed"] and gate["accuracy"] >= 0.9 and gate["turns"] >= 50
+
+    # the compiled side got the prompt as trained: persona first, procedure gone, steps kept, no schemas
+    serve = json.loads((out / "serve.json").read_text())
+    import httpx
+
+    log = httpx.get(f"http://127.0.0.1:{serve['port']}/_log").json()
+    assert log and all(e["reduced"] and e["scripted"] for e in log), log[:3]
+    assert all(len(e["steps"]) >= 1 for e in log)
+
+    gw.stop()
+    rows = [r for r in _records(gw.db_url) if r["workflow"] == workflow]
+    late = {a.conversation for a in apps[served_from:]}
+    tiers = [r["tier"] for r in rows if r["conversation"] in late]
+    assert tiers.count("compiled") >= 8 * 8 and set(tiers) <= {"compiled", "shadow"}, tiers  # shadow: sampled checks
+    assert all(a.off_script == 0 for a in apps)
+    cost: dict[str, list[float]] = defaultdict(list)
+    per_conv: dict[str, float] = defaultdict(float)
+    for r in rows:
+        if r["tier"] != "shadow":
+            per_conv[r["conversation"]] += r["cost_usd"] or 0.0
+    for a in apps[:before]:
+        cost["frontier"].append(per_conv[a.conversation])
+    for a in apps[served_from:]:
+        cost["compiled"].append(per_conv[a.conversation])
+    f = sum(cost["frontier"]) / len(cost["frontier"])
+    c = sum(cost["compiled"]) / len(cost["compiled"])
+    print(f"\nconversations to the proposal {before}, to promotion {served_from}; mined {rec.recovered}/17 steps "
+          f"+{rec.extra}; replay {gate['accuracy']:.3f} over {gate['turns']} turns; cost per conversation: "
+          f"frontier ${f:.6f}, compiled ${c:.6f} ({f / c:.0f}x)")
+    assert 0 < c < f / 10
+
+
+def _records(db_url: str) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from gateway.store.engine import make_engine
+    from gateway.store.schema import requests
+
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(requests)).mappings()]
+    finally:
+        engine.dispose()
+
+
+def test_approving_without_a_flowchart_needs_captured_conversations_then_queues_a_traffic_compile(
+    store: Any, tmp_path: Path,
+) -> None:
+    """No flowchart: refused (400) while capture holds too few conversations, naming both ways out; with
+    enough, the job is a traffic compile whose command exports and mines instead of reading a chart."""
+    import time
+
+    from loop_helpers import ledger_rows, seed
+    from sqlalchemy import insert
+
+    from gateway.errors import InvalidRequest
+    from gateway.loop.jobs import JobRunner, export_traffic
+    from gateway.loop.payback import LoopConfig
+    from gateway.loop.proposals import approve, list_proposals, raise_due
+    from gateway.settings import parse_settings
+    from gateway.store.schema import transcripts
+
+    cfg = LoopConfig(compile_cost_usd=0.5, min_conversations=10, stability_window_s=3600, min_captured_conversations=3,
+                     jobs_dir=str(tmp_path / "jobs"), traffic_compile_args=("--replay-min-accuracy", "0.95"))
+    seed(store, ledger_rows("acme", 20, first_prompt=800, start=time.time() - 7200))
+    [pid] = raise_due(store, cfg)
+    bare = parse_settings("{}", "<test>")
+    with pytest.raises(InvalidRequest, match="has no flowchart in <test> and 0 captured conversations") as err:
+        approve(store, pid, by="ana", settings=bare, cfg=cfg)
+    assert "loop.min_captured_conversations" in str(err.value) and "flowchart: PATH" in str(err.value)
+    assert list_proposals(store)[0]["status"] == "open"
+
+    now = time.time()
+    with store.begin() as conn:
+        conn.execute(insert(transcripts), [{"id": f"t{i}", "workflow": "acme", "conversation": f"c{i}", "started": now + i,
+                                            "updated": now + i, "turns": 1, "messages": 0, "tools": None}
+                                           for i in range(3)])
+    prop, job = approve(store, pid, by="ana", settings=bare, cfg=cfg)
+    assert prop["status"] == "approved"
+    assert job["flowchart"] == "" and job["detail"] == {"source": "traffic"}
+    cmd = JobRunner(store, cfg).command(job["flowchart"], job["out_dir"])
+    assert "--from-traffic" in cmd and cmd[cmd.index("--out") + 1] == job["out_dir"]
+    assert cmd[cmd.index("--from-traffic") + 1] == f"{job['out_dir']}/traffic.jsonl"
+    assert cmd[-2:] == ["--replay-min-accuracy", "0.95"]
+    out = tmp_path / "export.jsonl"
+    assert export_traffic(store, "acme", out) == 3
+    assert [json.loads(line)["tiergate"]["conversation"] for line in out.read_text().splitlines()] == ["c0", "c1", "c2"]
