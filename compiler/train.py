@@ -63,7 +63,8 @@ class TrainResult:
 
 SCRATCH_LEARNING_RATE = TrainConfig().learning_rate
 # Full fine-tuning of a pretrained 0.5-7B instruct model: 1e-5 is the usual peak (TRL's SFT default is 2e-5);
-# the scratch rate (5e-3) would wreck its weights in a few steps.
+# the scratch rate (5e-3) would wreck its weights in a few steps. The scratch default (which
+# configs/compile.yaml repeats for every base; a test keeps the two equal) is replaced for a pretrained base.
 FINETUNE_LEARNING_RATE = 1e-5
 
 
@@ -78,8 +79,9 @@ class Hyperparameters:
 
 def hyperparameters(cfg: TrainConfig, cuda: bool, bf16_ok: bool = True, fsdp: bool = False) -> Hyperparameters:
     """Per-base defaults: scratch keeps the config's high rate and no checkpointing (tiny models, fast steps);
-    a pretrained base gets ``FINETUNE_LEARNING_RATE`` unless a rate other than the scratch default was set,
-    and on GPU bf16 plus gradient checkpointing (FSDP checkpoints through its own config instead).
+    a pretrained base gets ``FINETUNE_LEARNING_RATE`` in place of the scratch default (any other rate is
+    taken as chosen for the base), and on GPU bf16 plus gradient checkpointing (FSDP checkpoints through
+    its own config instead).
 
         hyperparameters(TrainConfig(base_model="/models/qwen"), cuda=True)
         # Hyperparameters(learning_rate=1e-05, gradient_checkpointing=True, bf16=True)
@@ -362,6 +364,9 @@ def train(
     state = PartialState()
     main = state.is_main_process
     say = echo if main else (lambda _line: None)
+    if hp.learning_rate != cfg.learning_rate:
+        say(f"train.learning_rate {cfg.learning_rate:g} is the scratch default; `{cfg.base_model}` is pretrained "
+            f"and fine-tunes at {hp.learning_rate:g} (set train.learning_rate to choose another)")
 
     fingerprint = data_fingerprint(train_rows, cfg)
     fp_file = run / "fingerprint.json"

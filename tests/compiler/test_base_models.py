@@ -169,7 +169,13 @@ def test_hyperparameters_follow_the_base() -> None:
     assert tuned.gradient_checkpointing and tuned.bf16
     assert not hyperparameters(TrainConfig(base_model="/models/qwen"), cuda=True, fsdp=True).gradient_checkpointing
     cpu = hyperparameters(TrainConfig(base_model="/models/qwen", learning_rate=3e-5), cuda=False)
-    assert cpu.learning_rate == 3e-5 and not cpu.gradient_checkpointing and not cpu.bf16  # an explicit rate wins
+    assert cpu.learning_rate == 3e-5 and not cpu.gradient_checkpointing and not cpu.bf16  # a chosen rate wins
+    # configs/compile.yaml applies to every base: its rate must be the scratch default, which a pretrained
+    # base replaces; any other value there would full-fine-tune a pretrained model at a scratch rate
+    import yaml
+
+    shipped = (yaml.safe_load((ROOT / "configs" / "compile.yaml").read_text()) or {}).get("train") or {}
+    assert shipped.get("learning_rate", SCRATCH_LEARNING_RATE) == SCRATCH_LEARNING_RATE
 
 
 # ---- the whole compile of a tiny Qwen2 folder, then serve-model driven by the openai SDK ----
