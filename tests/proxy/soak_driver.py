@@ -92,7 +92,10 @@ async def drive(v1: str, n: int, concurrency: int, seed: int) -> dict[str, Outco
     for i in range(n):
         queue.put_nowait(i)
     outcomes: dict[str, Outcome] = {}
-    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency), timeout=30)
+    # keep-alive shorter than the server's 5 s: else a request can race the server closing an idle
+    # connection and fail before it was sent (a client-side race, not the gateway's)
+    limits = httpx.Limits(max_connections=concurrency, keepalive_expiry=2.0)
+    http = httpx.AsyncClient(limits=limits, timeout=30)
     ac = openai.AsyncOpenAI(base_url=v1, api_key="x", max_retries=0, http_client=http)
 
     async def worker() -> None:
