@@ -108,7 +108,9 @@ def _thin_rows(mined: MinedWorkflow, cfg: CompileConfig, thin: int) -> tuple[lis
             thin_paths += 1
             rows += [_with_steps(render_offline(mined.flowchart, p, seed=d.seed, variant=v,
                                                 novel_share=d.novel_slot_share), mined) for v in range(thin - seen)]
-    rows = _spread(rows, max(0, d.max_train_conversations - len(mined.turn_nodes)))
+    # traffic first: rendered conversations never outnumber the captured ones
+    captured = len(mined.turn_nodes)
+    rows = _spread(rows, max(0, min(captured, d.max_train_conversations - captured)))
     return rows, list(ps.paths), {"total": len(ps.paths), "thin": thin_paths, "method": ps.method,
                                   "node_coverage": ps.node_coverage, "edge_coverage": ps.edge_coverage}
 
