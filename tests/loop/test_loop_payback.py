@@ -93,3 +93,19 @@ def test_loop_config_errors_name_the_key(raw: dict[str, object], message: str) -
     with pytest.raises(LoopConfigError, match="^" + message.replace("[", r"\[").replace("]", r"\]")
                        .replace(".", r"\.").replace("`", "`")):
         LoopConfig.from_dict(raw)
+
+
+@pytest.mark.parametrize(("days", "window_s", "extrapolated"), [
+    (0.01, 86400.0, False),  # 15 minutes of traffic: no forecast in days yet
+    (1.0, 86400.0, True),
+    (0.01, 600.0, True),     # a demo may shorten the window
+    (0.01, 0.0, True),
+])
+def test_days_to_payback_needs_a_minimum_observation_window(days: float, window_s: float, extrapolated: bool) -> None:
+    usage = WorkflowUsage(conversations=100, requests=300, cost_usd=10.0, prompt_tokens=0, completion_tokens=0,
+                          static_prompt_tokens=0, days=days)
+    p = payback(usage, LoopConfig(min_observation_s=window_s))
+    assert p.payback_conversations == 7 and p.observed_days == days  # the count does not depend on time
+    assert (p.days_to_payback is not None) is extrapolated
+    if extrapolated:
+        assert p.days_to_payback == pytest.approx(7 / (100 / days))
