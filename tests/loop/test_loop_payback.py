@@ -104,7 +104,7 @@ def test_loop_config_errors_name_the_key(raw: dict[str, object], message: str) -
 def test_days_to_payback_needs_a_minimum_observation_window(days: float, window_s: float, extrapolated: bool) -> None:
     usage = WorkflowUsage(conversations=100, requests=300, cost_usd=10.0, prompt_tokens=0, completion_tokens=0,
                           static_prompt_tokens=0, days=days)
-    p = payback(usage, LoopConfig(min_observation_s=window_s))
+    p = payback(usage, LoopConfig(min_observation_s=window_s, compile_cost_usd=0.65))
     assert p.payback_conversations == 7 and p.observed_days == days  # the count does not depend on time
     assert (p.days_to_payback is not None) is extrapolated
     if extrapolated:
