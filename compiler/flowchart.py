@@ -227,8 +227,14 @@ def _strings(value: Any, what: str, fail: Any) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         return (value,)
-    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
-        return tuple(str(v) for v in value)
+    if isinstance(value, list):
+        flags = [v for v in value if isinstance(v, bool)]
+        if flags:
+            # YAML 1.1 reads an unquoted yes/no/on/off (and `Yes, please` in a [flow, list]) as a boolean
+            raise fail(f"{what} holds `{flags[0]}`, which YAML read as a boolean; quote that item "
+                       "(e.g. \"Yes, please\")")
+        if all(isinstance(v, str | int | float) for v in value):
+            return tuple(str(v) for v in value)
     raise fail(f"{what} must be a string or a list of strings")
 
 

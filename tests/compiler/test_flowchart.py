@@ -168,7 +168,7 @@ nodes:
   f: {kind: terminal, outcome: success}
 edges:
   - {from: s, to: a}
-  - {from: a, to: t1, utterances: [yes]}
+  - {from: a, to: t1, utterances: ["yes"]}
   - {from: t1, to: t2}
   - {from: t2, to: t3}
   - {from: t3, to: e}
@@ -211,3 +211,13 @@ def test_the_documented_worked_example_is_valid_and_renders_as_shown() -> None:
         if message["role"] in ("user", "assistant") and message["content"]:
             assert message["content"] in shown
     assert conv["tiergate"]["nodes"] == ["offer", "book", "booked"]
+
+
+def test_an_unquoted_yes_in_a_flow_list_is_refused_not_read_as_true() -> None:
+    # `[Yes, please book it.]` is two YAML items: the boolean True and "please book it."
+    text = (
+        "name: t\nstart: a\nnodes:\n  a: {kind: agent, text: Hi}\n  b: {kind: terminal, outcome: success}\n"
+        "edges:\n  - {from: a, to: b, utterances: [Yes, please book it.]}\n"
+    )
+    with pytest.raises(FlowchartError, match=r"holds `True`, which YAML read as a boolean; quote that item"):
+        loads_yaml(text, "t.yaml")
