@@ -55,6 +55,13 @@ class BodyTooLarge(InvalidRequest):
     code = "request_too_large"
 
 
+class ClientGone(InvalidRequest):
+    """The client left before its request was read; the answer goes nowhere, so it is logged quietly."""
+
+    status = 499  # nginx's "client closed request"; no client reads it
+    code = "client_disconnected"
+
+
 class AuthenticationFailed(GatewayError):
     status = 401
     type = "authentication_error"

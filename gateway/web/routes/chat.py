@@ -9,8 +9,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
-from gateway.errors import BodyTooLarge
+from gateway.errors import BodyTooLarge, ClientGone
 from gateway.web.deps import client_key, state
 
 router = APIRouter()
@@ -77,13 +78,16 @@ async def read_body(request: Request, cap: int) -> bytes:
         )
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise BodyTooLarge(
-                f"The request body exceeds {cap} bytes, this gateway's limit (server.max_body_bytes)."
-            )
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise BodyTooLarge(
+                    f"The request body exceeds {cap} bytes, this gateway's limit (server.max_body_bytes)."
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone before its request was read: nothing was sent upstream, no record
+        raise ClientGone("The client closed the connection before sending its whole request.") from None
     return b"".join(chunks)
 
 
