@@ -1,15 +1,20 @@
 """Trimming through the real gateway: a tool-heavy workflow replayed against a tool-calling upstream.
 
     python bench/trim/gateway_replay.py [--conversations 400] [--holdout 0.05] [--min-requests 50]
+        [--cache on] [--trim off] [--by-stage auto|true|false]
 
 The workflow offers 40 tool schemas on every request and calls 6 of them (bench/router/tool_catalog.py);
 its orchestrator re-injects a policy document before every user turn. A tiergate process (trim on,
 SQLite ledger) sits in front of a local upstream that calls tools as a model would: on a scenario's
-opening turn it calls the next tool the scenario needs if that tool is offered, otherwise it falls
-back to `escalate_to_human` (marked `keep`). Halfway through, a new scenario starts needing
-`cancel_order`, which the workflow never called before: the holdout must notice it and trimming must
-give it back. Prints tool-schema tokens offered before and after trimming, total prompt tokens from
-the ledger, and every conversation that needed a tool it was not offered. Loopback only; bounded.
+opening turn it calls the next tool the scenario needs if that tool is offered; if not, but trimming's
+helper tool names it, it calls the helper to load it (the gateway answers that itself); otherwise it
+falls back to `escalate_to_human` (marked `keep`). Halfway through, a new scenario starts needing
+`cancel_order`, which the workflow never called before: the first conversation that needs it loads it
+through the helper, and the load counts as a call. With `--cache on` the upstream caches prompt
+prefixes as OpenAI does and reports `cached_tokens`. Prints tool-schema tokens and bytes before and
+after trimming (helper and lookups included), lookups and their cost, helper calls the client saw,
+cache hits, cost and baseline from the ledger, and every conversation that needed a tool it did not
+get. Loopback only; bounded.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ OPENER_SCENARIO = {text: name for name, text in USER_OPENERS.items()}
 ALL_STEPS = {**SCENARIOS, NEW_SCENARIO[0]: NEW_SCENARIO[1]}
 
 
-def serve_upstream(port: int) -> None:
+def serve_upstream(port: int, cache: bool) -> None:
     """The tool-calling upstream (runs in its own process)."""
     import uvicorn
     from starlette.applications import Starlette
@@ -78,7 +83,7 @@ def serve_upstream(port: int) -> None:
                 if digest in seen_prefixes:
                     hit = point
                 seen_prefixes.add(digest)
-        return hit / max(1, len(data))
+        return hit / max(1, len(data)) if cache else 0.0
 
     async def chat(request: Request) -> JSONResponse:
         body = await request.json()
@@ -253,11 +258,16 @@ def main() -> None:
     parser.add_argument("--min-requests", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trim", choices=("on", "off"), default="on", help="off: X-Tiergate-Trim: off on every request")
-    parser.add_argument("--by-stage", choices=("true", "false"), default="true", help="the workflow's trim.by_stage")
+    parser.add_argument(
+        "--by-stage", choices=("auto", "true", "false"), default="auto", help="the workflow's trim.by_stage"
+    )
+    parser.add_argument(
+        "--cache", choices=("on", "off"), default="off", help="on: the upstream caches prompt prefixes (OpenAI's rules)"
+    )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream:
-        serve_upstream(args.serve_upstream)
+        serve_upstream(args.serve_upstream, args.cache == "on")
         return
 
     import httpx
@@ -283,7 +293,7 @@ def main() -> None:
                     "holdout": args.holdout,
                     "keep": sorted(KEEP),
                     "min_chars": 400,
-                    "by_stage": args.by_stage == "true",
+                    "by_stage": {"true": True, "false": False}.get(args.by_stage, "auto"),
                 },
             }
         ],
@@ -291,7 +301,7 @@ def main() -> None:
     (tmp / "tiergate.yaml").write_text(yaml.safe_dump(config))
     procs = []
     try:
-        up = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port)])
+        up = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port), "--cache", args.cache])
         procs.append(up)
         gw = subprocess.Popen(
             [
@@ -433,7 +443,8 @@ def main() -> None:
     )
     print(
         f"\ncommand: python bench/trim/gateway_replay.py --conversations {args.conversations} --holdout {args.holdout} "
-        f"--min-requests {args.min_requests} --seed {args.seed} --trim {args.trim} --by-stage {args.by_stage}"
+        f"--min-requests {args.min_requests} --seed {args.seed} --trim {args.trim} --by-stage {args.by_stage} "
+        f"--cache {args.cache}"
     )
 
 

@@ -30,7 +30,11 @@ class TrimConfig:
     keep: frozenset[str] = frozenset()
     preloads: bool = True
     min_chars: int = 1000
-    by_stage: bool = True  # count tool calls per conversation stage (see stage_of), not per workflow
+    # count tool calls per conversation stage (see stage_of) or per workflow; "auto": per stage until the
+    # upstream is seen caching this workflow's prompts, then one tool list for every request, since a
+    # list that changes between a conversation's requests misses the provider's prompt cache
+    # (docs/trimming.md has the figures)
+    by_stage: bool | str = "auto"
 
     @classmethod
     def from_config(cls, workflow: str, section: Any) -> TrimConfig:
@@ -63,8 +67,14 @@ class TrimConfig:
             keep=frozenset(keep),
             preloads=bool(section.get("preloads", True)),
             min_chars=int(section.get("min_chars", 1000)),
-            by_stage=bool(section.get("by_stage", True)),
+            by_stage=_by_stage(workflow, section.get("by_stage", "auto")),
         )
+
+
+def _by_stage(workflow: str, value: Any) -> bool | str:
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise PolicyConfigError(workflow, "trim.by_stage", f"`{value!r}` is not true, false or `auto`.")
 
 
 def policy_for(workflow: WorkflowConfig) -> tuple[RoutePolicy | None, TrimConfig | None]:

@@ -86,7 +86,7 @@ class WorkflowRuntime:
         if self.trim_config is None:
             return TrimOutcome(body)
         loaded = self.loaded.get(conversation)
-        return trim_request(self.trim_config, self.usage, body, conversation, count_model, loaded)
+        return trim_request(self.trim_config, self.usage, body, conversation, count_model, loaded, self.caches)
 
     def decide(self, body: Mapping[str, Any]) -> tuple[RouteDecision, RequestFeatures] | None:
         if self.policy is None:
@@ -209,15 +209,15 @@ class Rungs:
     def refresh_sync(self) -> None:
         for rt in list(self._runtimes.values()):  # the request path adds found workflows meanwhile
             if rt.trim_config is not None and rt.trim_config.tools:
-                rt.usage, rt.caches = self._tool_usage(rt.name, rt.trim_config.window, rt.trim_config.by_stage)
+                rt.usage, rt.caches = self._tool_usage(rt.name, rt.trim_config.window)
             if rt.learns:
                 self._refit(rt)
             if rt.keeps_exchanges:
                 self._reload_bank(rt)
 
-    def _tool_usage(self, workflow: str, window: int, by_stage: bool) -> tuple[dict[str, ToolUsage], bool]:
-        """Calls per tool and stage over the workflow's last `window` answered requests (no shadow calls),
-        and whether the upstream reported cached prompt tokens on any of them."""
+    def _tool_usage(self, workflow: str, window: int) -> tuple[dict[str, ToolUsage], bool]:
+        """Calls per tool, per stage and under "all", over the workflow's last `window` answered requests
+        (no shadow calls), and whether the upstream reported cached prompt tokens on any of them."""
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(R.c.stage, R.c.tools_called, R.c.cached_tokens)
@@ -228,11 +228,10 @@ class Rungs:
         seen: Counter[str] = Counter()
         calls: dict[str, Counter[str]] = {}
         for stage, called, _ in rows:
-            stage = (stage or "first:0") if by_stage else "all"
-            seen[stage] += 1
-            bucket = calls.setdefault(stage, Counter())
-            if called:
-                bucket.update(called.split(","))
+            for key in (stage or "first:0", "all"):
+                seen[key] += 1
+                if called:
+                    calls.setdefault(key, Counter()).update(called.split(","))
         usage = {s: ToolUsage(requests_seen=seen[s], calls=dict(calls.get(s, {}))) for s in seen}
         return usage, any(cached for _, _, cached in rows)
 

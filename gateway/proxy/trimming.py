@@ -70,6 +70,10 @@ class LoadedTools:
             self._names.popitem(last=False)
 
 
+def per_stage(cfg: TrimConfig, caches: bool) -> bool:
+    return not caches if cfg.by_stage == "auto" else bool(cfg.by_stage)
+
+
 def offers_helper(tool_choice: Any) -> bool:
     """Whether the model could call the helper: not with `tool_choice` "none" or naming a tool."""
     return tool_choice != "none" and not isinstance(tool_choice, Mapping)
@@ -82,7 +86,10 @@ def trim_request(
     conversation: str,
     count_model: str,
     loaded: Iterable[str] = (),
+    caches: bool = False,
 ) -> TrimOutcome:
+    """`usage` holds counts per stage and under "all"; `caches`: the upstream caches this workflow's
+    prompts, which makes `by_stage: auto` send one list per workflow."""
     out = dict(body)
     dropped: tuple[str, ...] = ()
     reason = ""
@@ -93,7 +100,7 @@ def trim_request(
         helper = offers_helper(body.get("tool_choice"))
         result = trim_tools(
             tools,
-            usage.get(stage_of(body["messages"]) if cfg.by_stage else "all", ToolUsage()),
+            usage.get(stage_of(body["messages"]) if per_stage(cfg, caches) else "all", ToolUsage()),
             # with the helper, a tool called earlier in the conversation stays loadable rather than sent:
             # the stage's tool list is then the same for every conversation (one cached prefix per stage)
             () if helper else tools_called(body["messages"]),

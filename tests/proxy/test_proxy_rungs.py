@@ -447,6 +447,7 @@ def test_distillation_attaches_nearest_frontier_exchanges(start_gateway, upstrea
     [
         ({"route": {"kind": "smart"}}, "key `route.kind`: `smart` is not a policy"),
         ({"trim": {"holdout": 2}}, "key `trim.holdout`"),
+        ({"trim": {"by_stage": "sometimes"}}, "key `trim.by_stage`"),
         ({"route": {"kind": "cascade", "cheap": "ghost"}}, "route.cheap: unknown model `ghost`"),
         ({"routing": {}}, "key `routing`: unknown key"),
     ],
