@@ -76,19 +76,30 @@ def early_stop_callbacks(cfg: Any, echo: Any = print) -> list[Any]:
 
 
 def measure_tokens_per_s(base_model: str = "scratch:tiny", vocab_size: int = 1024, seq_len: int = 256,
-                         batch_size: int = 8, steps: int = 3, threads: int | None = None) -> float:
+                         batch_size: int = 8, steps: int = 2, threads: int | None = None) -> float:
     """Training tokens/s of a scratch model on this machine now, from a few forward-backward passes.
 
     Takes a few seconds; it is what the demo's "expected to take" line is computed from, before the real
-    run starts (the first steps of a real run include tokenizer training and data preparation).
+    run starts (the first steps of a real run include tokenizer training and data preparation). Measure
+    with the thread count the run will use: on shared cores two threads can be ten times slower than one.
     """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _measure(base_model, vocab_size, seq_len, batch_size, steps)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(base_model: str, vocab_size: int, seq_len: int, batch_size: int, steps: int) -> float:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from .scratch import parse_spec
 
-    if threads:
-        torch.set_num_threads(threads)
     size = parse_spec(base_model)
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=size.hidden, intermediate_size=size.intermediate,
                          num_hidden_layers=size.layers, num_attention_heads=size.heads,

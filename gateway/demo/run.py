@@ -53,7 +53,9 @@ from gateway.demo.scene import (
 )
 
 LIVE_PAUSE_S = 2.0  # between live conversations while the model trains: the CPU is the training's
-TRAIN_SPEED_SHARE = 0.6  # real training tokens/s over the bare forward-backward probe (data, evals, saves)
+TRAIN_SPEED_SHARE = 0.8  # real training tokens/s over the bare forward-backward probe (data, evals, saves)
+# share of the token budget at which the compile stopped early over seeds 0-4 (docs/bench-compile.md)
+EARLY_STOP_SHARE = (0.35, 0.45)
 
 
 def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 8080, workdir: str | None = None,
@@ -77,7 +79,7 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
     ports = {"frontier": free_port(), "cheap": free_port(), "compiled": free_port(), "gateway": port or free_port()}
     # the compiler's own token budget and early stop (configs/compile.yaml): the scratch model passes the
     # gate on every seed tried (docs/bench-compile.md); `--compile-steps` trains a fixed number of steps
-    compile_args = ["--base-model", "scratch:tiny"]
+    compile_args = ["--base-model", "scratch:tiny", "--set", f"train.threads={train_threads()}"]
     if compile_steps is not None:
         compile_args += ["--max-steps", str(compile_steps), "--set", "train.max_tokens=0"]
     for s in compile_sets:
@@ -336,12 +338,15 @@ def headline(s: dict[str, Any]) -> list[str]:
 def expected_compile(compile_sets: tuple[str, ...]) -> str | None:
     """'a budget of N tokens, about M min here' from the compile config and this machine's speed now.
 
-    Said before the compile starts (issue 17: a newcomer should know what to wait for). The speed is a
-    few forward-backward passes of the scratch model (``compiler.budget``); the run itself stops early
-    when the held-out loss shows the gate will pass.
+    Said before the compile starts (issue 17: a newcomer should know what to wait for). The speed comes
+    from a few forward-backward passes of the scratch model in a separate process with the compile's
+    thread count (``compiler.budget``; in this process the gateway's threads would slow it); the run
+    itself stops early when the held-out loss shows the gate will pass.
     """
+    import subprocess
+    import sys
+
     try:
-        from compiler.budget import measure_tokens_per_s
         from compiler.config import load_compile_config
         from compiler.train import parse_sets
 
@@ -349,15 +354,30 @@ def expected_compile(compile_sets: tuple[str, ...]) -> str | None:
         cfg = load_compile_config(path if path.is_file() else None, parse_sets(list(compile_sets)))
         if not cfg.train.max_tokens:
             return None
-        speed = measure_tokens_per_s(cfg.train.base_model, vocab_size=cfg.train.vocab_size,
-                                     batch_size=cfg.train.batch_size) * TRAIN_SPEED_SHARE
+        probe = (f"from compiler.budget import measure_tokens_per_s; print(measure_tokens_per_s("
+                 f"{cfg.train.base_model!r}, vocab_size={cfg.train.vocab_size}, batch_size={cfg.train.batch_size}, "
+                 f"threads={train_threads()}))")
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180)
+        speed = float(out.stdout.strip().splitlines()[-1]) * TRAIN_SPEED_SHARE
     except Exception:  # an estimate only: the compile itself reports what is wrong
         return None
-    minutes = cfg.train.max_tokens / speed / 60 if speed > 0 else 0.0
-    early = (f", or less: it stops once the held-out loss is {cfg.train.stop_eval_loss}"
-             if cfg.train.stop_eval_loss is not None else "")
-    return (f"a budget of {cfg.train.max_tokens:,} tokens; at {speed:,.0f} tokens/s measured now that is about "
-            f"{minutes:.0f} min of training plus about a minute of data and evaluation{early}")
+    if speed <= 0:
+        return None
+    most = cfg.train.max_tokens / speed / 60
+    if cfg.train.stop_eval_loss is None:
+        return f"a budget of {cfg.train.max_tokens:,} tokens: about {most:.0f} min at {speed:,.0f} tokens/s measured now"
+    return (f"a budget of {cfg.train.max_tokens:,} tokens, about {most:.0f} min at most at {speed:,.0f} tokens/s "
+            f"measured now; it stops once the held-out loss is {cfg.train.stop_eval_loss}, which took "
+            f"{EARLY_STOP_SHARE[0]:.0%}-{EARLY_STOP_SHARE[1]:.0%} of the budget over seeds 0-4: expect about "
+            f"{most * EARLY_STOP_SHARE[0]:.0f}-{most * EARLY_STOP_SHARE[1]:.0f} min, then about a minute of "
+            "evaluation")
+
+
+def train_threads() -> int:
+    """Torch threads for the demo's compile: all cores but one, which the demo's gateway, simulated
+    providers and live traffic keep busy meanwhile (two threads on a busy 2-core machine run several
+    times slower than one: they wait on each other)."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def progress_line(job: dict[str, Any]) -> str:
