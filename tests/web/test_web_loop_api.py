@@ -66,12 +66,14 @@ def test_admin_key_guards_every_loop_endpoint_and_decisions_are_recorded(start_l
     r = gw.api("POST", "/api/proposals/41/approve", json={"by": "ana"})
     assert r.status_code == 404 and "No proposal `41`" in r.json()["error"]["message"]
 
-    # reject, with the admin key: recorded with who and when
+    # nothing to compile support-bot from (no flowchart, too few captured conversations): no proposal, and why
     traffic(gw, "support-bot", 11, app_key)
-    prop = open_proposal(gw, "support-bot")
-    r = gw.api("POST", f"/api/proposals/{prop['id']}/approve")  # no flowchart for this one: say how to fix it
-    assert r.status_code == 400
-    assert "Workflow `support-bot` has no flowchart" in r.json()["error"]["message"]
+    why = wait_for(lambda: gw.api("GET", "/api/workflows/support-bot/payback").json().get("cannot_compile"))
+    assert why and "Workflow `support-bot` has no flowchart" in why
+    traffic(gw, "travel-booking", 11, app_key)
+    # reject, with the admin key: recorded with who and when
+    prop = open_proposal(gw, "travel-booking")
+    assert all(p["workflow"] != "support-bot" for p in gw.api("GET", "/api/proposals").json()["data"])
     r = gw.api("POST", f"/api/proposals/{prop['id']}/reject", json={"by": "bob", "note": "too risky"})
     assert r.status_code == 200
     p = r.json()["proposal"]
