@@ -136,6 +136,20 @@ def test_each_rung_on_a_known_ledger_api_and_dashboard(tmp_path: Path, start_gat
     assert "canary comparison of" not in wf_page and "shadow of" not in wf_page
 
 
+def test_each_rung_on_postgres(pg_url: str) -> None:
+    """The same SQL (row kinds grouped in SELECT and GROUP BY) on PostgreSQL, live and folded."""
+    now = time.time()
+    write(pg_url, known_ledger(now))
+    engine = make_engine(pg_url)
+    try:
+        assert workflow_summaries(engine)[0]["savings_by_rung"] == approx(EXPECTED)
+        assert overview_numbers(engine)["rungs"] == approx(EXPECTED)
+        assert advance(engine, now=now) > 0
+        assert overview_numbers(engine, WF)["rungs"] == approx(EXPECTED)
+    finally:
+        engine.dispose()
+
+
 def test_a_fallback_belongs_to_no_rung(start_gateway: Any, upstreams: dict[str, Upstream]) -> None:
     gw = start_gateway()
     upstreams["frontier"].script(*[{"status": 500}] * 3)  # gpt-4o fails its tries; `backup` answers
