@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import os
 import re
 import time
 import uuid
@@ -29,6 +30,7 @@ from gateway.web.routes.dashboard import overview_numbers
 pytest_plugins = ["loop_fixtures"]
 
 WF = "ledgerwf"
+CHROMIUM = Path("/usr/bin/chromium")
 # each kind of row, its count, and what it pins (USD)
 EXPECTED = {
     # 2 trimmed frontier (0.005 each) + 10 routed (0.001 each) + 3 fallbacks (0.001 each); compiled rows'
@@ -134,6 +136,43 @@ def test_each_rung_on_a_known_ledger_api_and_dashboard(tmp_path: Path, start_gat
     assert re.search(r"<td>canary comparison \(checks the compiled model\)</td><td>gpt-4o</td><td>2</td>", wf_page)
     assert re.search(r"<td>shadow label \(learning to route\)</td><td>gpt-4o-mini</td><td>4</td>", wf_page)
     assert "canary comparison of" not in wf_page and "shadow of" not in wf_page
+
+
+@pytest.mark.browser
+# in CI (TIERGATE_REQUIRE_SERVICES=1) a missing Chromium fails the test instead of skipping it
+@pytest.mark.skipif(
+    not CHROMIUM.exists() and os.environ.get("TIERGATE_REQUIRE_SERVICES") != "1",
+    reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
+)
+def test_negative_amounts_hang_below_the_axis_in_red(tmp_path: Path, start_gateway: Any) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package")
+    db_url = f"sqlite:///{tmp_path / 'money.db'}"
+    write(db_url, known_ledger(time.time()))
+    gw = start_gateway(db_url=db_url)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{gw.url}/dashboard")
+            page.wait_for_selector("#money .chart svg rect.bar")
+            axis = float(page.get_attribute("#money .chart svg line.axis", "y1") or "nan")
+            bars = page.eval_on_selector_all("#money .chart svg rect.bar", """rs => rs.map(r => ({
+                value: +r.getAttribute("data-value"), y: +r.getAttribute("y"), h: +r.getAttribute("height"),
+                neg: r.classList.contains("neg"), fill: getComputedStyle(r).fill}))""")
+            assert [b["value"] for b in bars] == pytest.approx([EXPECTED[k] for k in RUNGS])
+            for b in bars:
+                if b["value"] < 0:  # from the axis down, in the "bad" colour
+                    assert b["neg"] and b["y"] == pytest.approx(axis) and b["fill"] == "rgb(180, 35, 24)"
+                else:
+                    assert not b["neg"] and b["y"] + b["h"] == pytest.approx(axis)
+            labels = page.eval_on_selector_all("#money .chart svg text", "ts => ts.map(t => t.textContent)")
+            assert "-$0.004" in labels and usd(EXPECTED["fallbacks"]) in labels
+            assert errors == []
+        finally:
+            browser.close()
 
 
 def test_each_rung_on_postgres(pg_url: str) -> None:

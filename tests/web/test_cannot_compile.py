@@ -60,6 +60,10 @@ def test_no_proposal_without_a_source_and_the_pages_say_why(start_loop_gateway: 
     page = httpx.get(f"{gw.url}/dashboard/workflows/support-bot").text
     assert re.search(r'id="cannot-compile"><b>No compile proposal:</b> Workflow `support-bot` has no flowchart', page)
 
+    # 2.2 hours of traffic: payback is counted in conversations, not yet extrapolated into days
+    tb = httpx.get(f"{gw.url}/dashboard/workflows/travel-booking").text
+    assert re.search(r'id="payback-days">\(days to payback after 24 h of traffic; 2\.\d h so far\)', tb)
+
     # approving the stale proposal fails; the message shows in that proposal's box, on the page it was clicked
     for back in ("/dashboard", "/dashboard/workflows/support-bot"):
         html = httpx.get(f"{gw.url}{back}").text
