@@ -280,7 +280,19 @@ def build_app(name: str) -> Starlette:
         def event(kind: str, data: dict[str, Any]) -> bytes:
             return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
 
+        pause = float(step.get("chunk_delay", 0))
+
         async def gen():  # type: ignore[no-untyped-def]
+            stats["streams_started"] += 1
+            try:
+                async for part in anthropic_events():
+                    yield part
+                stats["streams_completed"] += 1
+            except (asyncio.CancelledError, GeneratorExit):
+                stats["streams_cancelled"] += 1
+                raise
+
+        async def anthropic_events():  # type: ignore[no-untyped-def]
             yield event(
                 "message_start",
                 {
@@ -301,6 +313,8 @@ def build_app(name: str) -> Starlette:
                     "content_block_delta",
                     {"index": 0, "delta": {"type": "text_delta", "text": word if i == 0 else " " + word}},
                 )
+                if pause:
+                    await asyncio.sleep(pause)
             yield event("content_block_stop", {"index": 0})
             yield event(
                 "message_delta",
