@@ -25,6 +25,7 @@ from gateway.loop import canary
 from gateway.loop.proposals import list_proposals
 from gateway.store.engine import make_engine, migrate
 from gateway.store.schema import requests as R
+from gateway.web.guard import host_name, is_loopback
 
 pytest_plugins = ["loop_fixtures"]  # store, start_loop_gateway
 
@@ -212,3 +213,21 @@ def test_a_page_on_another_origin_cannot_approve_roll_back_or_spend(
             assert snapshot(gw, upstreams)["route"] == "frontier"
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.5.5.5", True), ("::1", True), ("[::1]", True), ("::ffff:127.0.0.1", True),
+    ("localhost", True), ("LOCALHOST.", True),
+    ("evil.example", False), ("10.0.0.1", False), ("0.0.0.0", False), ("localhost.evil.example", False),
+    ("127.0.0.1.nip.io", False), ("", False),
+])
+def test_loopback_names(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(("header", "name"), [
+    ("[::1]:8080", "::1"), ("localhost:80", "localhost"), ("127.0.0.1", "127.0.0.1"), ("::1", "::1"),
+    ("Evil.Example:8080", "evil.example"),
+])
+def test_host_header_names(header: str, name: str) -> None:
+    assert host_name(header) == name
