@@ -27,7 +27,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -399,7 +399,9 @@ def train(
 
     train_ds = Dataset.from_dict(tokenize_rows(tokenizer, train_rows, eot, "training"))
     eval_ds = Dataset.from_dict(tokenize_rows(tokenizer, eval_rows, eot, "held-out"))
-    max_steps = apply_budget(cfg, args, [len(ids) for ids in train_ds["input_ids"]], max_steps)  # train.max_tokens
+    # train.max_tokens counts what all ranks read: a step of N ranks reads N per-device batches
+    budget_cfg = replace(cfg, batch_size=cfg.batch_size * state.num_processes)
+    max_steps = apply_budget(budget_cfg, args, [len(ids) for ids in train_ds["input_ids"]], max_steps)
     if last is not None:
         from transformers import AutoModelForCausalLM
 

@@ -31,7 +31,7 @@ def test_two_process_compile_renders_and_writes_the_artifact_once(tmp_path: Path
     config = tmp_path / "compile.yaml"
     config.write_text("{}\n")
     sets = {"data.variants_per_path": 4, "data.eval_variants_per_path": 2, "train.base_model": "scratch:micro",
-            "train.max_steps": 4, "train.batch_size": 2, "train.eval_steps": 2, "train.logging_steps": 1,
+            "train.max_tokens": 3000, "train.batch_size": 2, "train.eval_steps": 2, "train.logging_steps": 1,
             "train.vocab_size": 300, "gate.max_new_tokens": 8, "gate.min_node_accuracy": 0,
             "gate.min_success_rate": 0}
     # `--multi_gpu` picks torch's distributed launcher; with no GPU visible each rank runs on the CPU (gloo)
@@ -47,6 +47,15 @@ def test_two_process_compile_renders_and_writes_the_artifact_once(tmp_path: Path
 
     meta = json.loads((out / "artifact" / "train_meta.json").read_text())["result"]
     assert meta["world_size"] == 2  # both ranks trained together
+    # the token budget counts what both ranks read: half the steps one process would take
+    from transformers import AutoTokenizer
+
+    from compiler.budget import steps_for_tokens
+    from compiler.train import read_jsonl, tokenize_rows
+
+    tok = AutoTokenizer.from_pretrained(out / "artifact")
+    lengths = [len(x) for x in tokenize_rows(tok, read_jsonl(out / "data" / "train.jsonl"), "<|end|>", "t")["input_ids"]]
+    assert meta["steps"] == steps_for_tokens(3000, lengths, 2 * 2) < steps_for_tokens(3000, lengths, 2)
     assert log.count("paths 3 (") == 1  # the conversations were rendered by one process
     assert log.count("gate passed: artifact at") == 1 and log.count("artifact: ") == 1  # one gate, one artifact
     assert json.loads((out / "artifact" / "manifest.json").read_text())["tool_call_parser"] == "hermes"
