@@ -26,6 +26,7 @@ without a Content-Type is read as JSON, as the OpenAI SDKs and `curl --json` exp
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +36,7 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON_BODIES = ("/v1/", "/api/", "/chat/")
 
 
+@lru_cache(maxsize=256)  # a handful of names in practice; parsing an address each request cost ~10 us
 def is_loopback(host: str) -> bool:
     """`127.0.0.1`, `::1`, `::ffff:127.0.0.1`, `localhost`: names and addresses of this machine only."""
     host = host.strip("[]").lower().rstrip(".")
@@ -48,6 +50,7 @@ def is_loopback(host: str) -> bool:
     return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
+@lru_cache(maxsize=256)
 def host_name(host_header: str) -> str:
     """The name part of a Host header: `[::1]:8080` -> `::1`, `localhost:8080` -> `localhost`."""
     h = host_header.strip().lower()
@@ -75,9 +78,7 @@ class Guard:
         return await self.app(scope, receive, send)
 
     def check(self, scope: dict[str, Any]) -> None:
-        headers = {k: v for k, v in scope["headers"] if k in (b"host", b"origin", b"content-type",
-                                                                b"sec-fetch-site", b"content-length",
-                                                                b"transfer-encoding")}
+        headers = dict(scope["headers"])  # ~7 us for the whole check on this loaded 2-core box (dict alone: 2.8)
         method = scope["method"]
         if self.open_mode:
             self._check_open(scope, headers, method)
