@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import GateConfig, load_compile_config
-from .simulate import NodeMatcher, Policy, Transcript, simulate
+from .simulate import NodeMatcher, Policy, Transcript, paraphrase_matcher, simulate
 
 JUDGE_CRITERIA = ("task_success", "information_accuracy", "consistency", "graceful_handling", "naturalness")
 
@@ -198,11 +198,11 @@ def evaluate(
     cfg = cfg or GateConfig()
     t0 = time.monotonic()
 
-    def run(p: Any, judge: bool) -> list[ConversationResult]:
+    def run(p: Any, judge: bool, match: NodeMatcher | None = matcher) -> list[ConversationResult]:
         results = []
         for i, ref in enumerate(conversations):
             pol = p(ref) if _is_factory(p) else p
-            t = simulate(ref, pol, fc, matcher=matcher, max_turns=cfg.max_turns)
+            t = simulate(ref, pol, fc, matcher=match, max_turns=cfg.max_turns)
             r = score_transcript(t)
             if judge and cfg.judge_model:
                 r.judge = judge_conversation(cfg.judge_model, fc, t.messages)
@@ -213,7 +213,10 @@ def evaluate(
 
     results = run(policy, judge=True)
     metrics = aggregate(results)
-    teacher_metrics = aggregate(run(teacher, judge=False)) if teacher is not None else None
+    # a teacher paraphrases whatever the references' wording: its text turns are judged by node
+    teacher_metrics = (
+        aggregate(run(teacher, judge=False, match=matcher or paraphrase_matcher)) if teacher is not None else None
+    )
     passed, reasons = gate(metrics, cfg)
     thresholds = {
         "min_node_accuracy": cfg.min_node_accuracy,

@@ -189,3 +189,25 @@ def test_replay_policy_does_not_share_state_between_calls(travel: Any) -> None:
     a = policy([], [])
     a["content"] = "mutated"
     assert policy([], [])["content"] == copy.deepcopy(ref["messages"][2]["content"])
+
+
+class Reworded:
+    """Follows the flowchart but words every text turn its own way (here: the words reversed), as a teacher does."""
+
+    is_factory = True
+
+    def __init__(self, reference: dict[str, Any]) -> None:
+        self.replay = ReplayPolicy(reference)
+
+    def __call__(self, messages: Any, tools: Any) -> dict[str, Any]:
+        msg = self.replay(messages, tools)
+        if isinstance(msg.get("content"), str) and msg["content"].strip():
+            msg["content"] = " ".join(reversed(msg["content"].split()))
+        return msg
+
+
+def test_the_teacher_is_judged_by_node_not_by_template_wording(travel: Any) -> None:
+    fc, rows = travel
+    report = evaluate(fc, rows, Reworded, GateConfig(), teacher=Reworded)
+    assert report.model.node_accuracy < 0.5  # offline references: the model is held to the template
+    assert report.teacher is not None and report.teacher.node_accuracy == 1.0  # the teacher, by node
