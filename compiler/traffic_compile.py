@@ -287,3 +287,31 @@ def summary(result: CompileResult) -> str:
             f"simulator node accuracy {m['node_accuracy']:.3f}, success {m['success_rate']:.3f}, "
             f"stages {result.stages}")
 
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m compiler.traffic_compile mine FILE.jsonl --out DIR``: the mining stage alone (DIR/mined/).
+
+    The gateway runs it when a proposal for a workflow without a flowchart opens, so the person approving
+    sees the graph that will be compiled; the job then compiles from the same export.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m compiler.traffic_compile")
+    parser.add_argument("stage", choices=["mine"])
+    parser.add_argument("traffic")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--holdout", type=float, default=0.2)
+    parser.add_argument("--name", default=None)
+    args = parser.parse_args(argv)
+    try:
+        mine_stage(args.traffic, Path(args.out), args.holdout, 0, args.name, print)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 
@@ -66,6 +67,11 @@ class LoopConfig:
     compiled_compare_share: float = 0.02  # after promotion: the sampled comparison goes on, more sparsely
     static_prompt_tokens: dict[str, int] = field(default_factory=dict)  # workflow -> static prompt tokens per
     # request (procedure, preload, tool schemas); default: the smallest first-turn prompt seen
+
+    def attached_flowchart(self, workflow: str) -> Path:
+        """Where a mined chart a person reviewed and attached from the dashboard is kept (gateway.loop.premine)."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in workflow)[:80]
+        return Path(self.jobs_dir).resolve() / "flowcharts" / f"{safe}.yaml"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> LoopConfig:

@@ -83,6 +83,9 @@ def compile_source(engine: Engine, settings: Settings, cfg: LoopConfig, workflow
             return CompileSource(why_not=f"The flowchart `{flowchart}` of workflow `{workflow}` does not exist; "
                                  "fix its path.")
         return CompileSource(flowchart=flowchart.resolve())
+    attached = cfg.attached_flowchart(workflow)  # a mined chart a person reviewed and attached from the page
+    if attached.is_file():
+        return CompileSource(flowchart=attached)
     captured = captured_conversations(engine, workflow)
     if captured < cfg.min_captured_conversations:
         return CompileSource(why_not=(

@@ -27,6 +27,7 @@ from sqlalchemy import Engine, select
 from gateway.loop import canary
 from gateway.loop.jobs import JobRunner, pid_runs
 from gateway.loop.payback import LoopConfig
+from gateway.loop.premine import premine_open
 from gateway.loop.proposals import raise_due, workflow_statuses
 from gateway.loop.retention import enforce_retention
 from gateway.loop.rollup import advance
@@ -72,6 +73,7 @@ class LoopHandle:
             self.last_threshold_check = clock
             advance(self.engine, lag_s=self.cfg.rollup_lag_s)
             raise_due(self.engine, self.cfg, self.settings, now=now)
+            premine_open(self.engine, self.settings, self.cfg)  # the graph a proposal without a flowchart compiles
             enforce_retention(self.engine, self.settings, now=now)
         for job in self.runner.tick():
             self._on_ready(job)

@@ -201,6 +201,10 @@ def wire(app: Any) -> None:
     app.state.loop_wired = True
     app.include_router(loop_routes.router)
     app.include_router(dashboard.router)
+    from gateway.web.routes import mined
+
+    app.include_router(mined.router)  # the mined graph of a workflow without a flowchart
+    app.include_router(mined.api)
     app.mount("/dashboard/static", StaticFiles(packages=[("gateway.web", "static")]), name="dashboard-static")
     inner = app.router.lifespan_context
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import openai
 import pytest
-from loop_helpers import HERE, ROOT, Proc, free_port
+from loop_helpers import HERE, ROOT, Proc, free_port, wait_for
 
 pytest_plugins = ["loop_fixtures"]
 
@@ -141,6 +142,21 @@ def _run(start_loop_gateway: Any, tmp_path: Path, script: Path, port: int, step_
     prop = proposals()[0]
     workflow = prop["workflow"]
     before = len(apps)
+
+    # before anyone approves, the loop mines what will be compiled; the page shows it, drawn on the server
+    mined_now = wait_for(lambda: api("GET", f"/api/workflows/{workflow}/mined").json().get("report"), timeout=60)
+    assert mined_now and mined_now["conversations"] >= 30 and mined_now["fitness"] >= 0.9, mined_now
+    import httpx
+
+    http = httpx.Client(timeout=120)  # the machine is shared and slow: a chart check runs `tiergate` as a process
+    page = http.get(f"{gw.url}/dashboard/workflows/{workflow}").text
+    assert 'id="mined-graph"' in page and 'id="mined-fitness"' in page and "mined.yaml" in page
+    assert f"{mined_now['mined']} mined, {mined_now['held_out']} held out" in page
+    svg = http.get(f"{gw.url}/dashboard/workflows/{workflow}/mined.svg")
+    assert svg.headers["content-type"].startswith("image/svg+xml") and 'data-node="lookup_order"' in svg.text
+    assert "<script" not in svg.text and "http" not in svg.text.replace("http://www.w3.org/2000/svg", "")
+    chart_yaml = http.get(f"{gw.url}/dashboard/workflows/{workflow}/mined.yaml").text
+    assert chart_yaml.startswith(f"name: {workflow}")
     r = api("POST", f"/api/proposals/{prop['id']}/approve", json={"by": "ana"})
     assert r.status_code == 200, r.text
     job = r.json()["job"]
@@ -168,7 +184,10 @@ def _run(start_loop_gateway: Any, tmp_path: Path, script: Path, port: int, step_
     by_id = {t.id: truth[int(t.id.rsplit(" ", 1)[1]) - 1] for t in traces}
     mined_set, _held = holdout_split(traces, 0.2, 0)
     mined = mine(mined_set, name=workflow)
-    rec = step_recovery(mined.turn_nodes, [by_id[t.id] for t in mined_set])
+    # a conversation still running when the export was taken is in it up to its last captured turn
+    whole = [i for i, t in enumerate(mined_set) if len(t.turns) == len(by_id[t.id])]
+    assert len(whole) >= len(mined_set) - 1
+    rec = step_recovery([mined.turn_nodes[i] for i in whole], [by_id[mined_set[i].id] for i in whole])
     assert rec.true_steps == 17 and rec.recovered >= 0.9 * 17 and rec.extra <= 0.1 * 17, rec
     report = json.loads((out / "mined" / "report.json").read_text())
     assert report["nodes"] == len(mined.flowchart.nodes) and report["fitness"] >= 0.9
@@ -177,11 +196,24 @@ def _run(start_loop_gateway: Any, tmp_path: Path, script: Path, port: int, step_
 
     # the compiled side got the prompt as trained: persona first, procedure gone, steps kept, no schemas
     serve = json.loads((out / "serve.json").read_text())
-    import httpx
-
-    log = httpx.get(f"http://127.0.0.1:{serve['port']}/_log").json()
+    log = http.get(f"http://127.0.0.1:{serve['port']}/_log").json()
     assert log and all(e["reduced"] and e["scripted"] for e in log), log[:3]
     assert all(len(e["steps"]) >= 1 for e in log)
+
+    # the job compiled the export the approver saw
+    assert json.loads((out / "mined" / "report.json").read_text())["conversations"] == mined_now["conversations"]
+
+    # attach the (reviewed) chart as the workflow's flowchart: the next approval compiles from it
+    page = http.get(f"{gw.url}/dashboard/workflows/{workflow}").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf
+    bad = http.post(f"{gw.url}/dashboard/workflows/{workflow}/flowchart", data={"csrf": csrf[1], "chart": "nodes: 3"},
+                     headers={"Origin": gw.url}, follow_redirects=True)
+    assert "does not pass `tiergate flowchart check`" in bad.text
+    good = http.post(f"{gw.url}/dashboard/workflows/{workflow}/flowchart", data={"csrf": csrf[1], "chart": chart_yaml},
+                      headers={"Origin": gw.url})
+    assert good.status_code == 303
+    assert api("GET", f"/api/workflows/{workflow}/mined").json()["attached"] is True
 
     gw.stop()
     rows = [r for r in _records(gw.db_url) if r["workflow"] == workflow]
