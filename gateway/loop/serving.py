@@ -105,6 +105,7 @@ class ModelServers:
         child = self.children.get(workflow)
         if (child is not None and child.poll() is not None) or (child is None and not _alive(pid, artifact)):
             log.warning("the model server of `%s` (pid %d) exited; starting it again", workflow, pid)
+            self.settings.unmanage_model(model_name(workflow))  # meanwhile its requests take the normal path
             self.ports.pop(workflow, None)
             self.children.pop(workflow, None)
             return None
