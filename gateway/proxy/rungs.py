@@ -55,6 +55,7 @@ from router import (
 )
 
 log = logging.getLogger("tiergate.rungs")
+IDLE_S = 600.0  # a workflow with no request this long keeps its state without refreshes
 MAX_WORKFLOWS = 2000  # workflows with rung state in one process; more are served as a plain proxy
 RECENT = 6  # messages kept with a label or an exchange: what RequestFeatures looks at, with margin
 
@@ -73,6 +74,7 @@ class WorkflowRuntime:
     learned: LearnedRouter | None = None
     bank: DemonstrationBank | None = None
     labels_fitted: int = 0
+    used: float = 0.0  # time.monotonic() of the last request; idle workflows are not refreshed
 
     @property
     def learns(self) -> bool:
@@ -165,8 +167,11 @@ class Rungs:
     def runtime(self, workflow: str) -> WorkflowRuntime | None:
         """The workflow's rung state; a workflow found on the fly gets `defaults:` (bounded in number)."""
         rt = self._runtimes.get(workflow)
-        if rt is not None or workflow in self._plain:
+        if rt is not None:
+            rt.used = time.monotonic()
             return rt
+        if workflow in self._plain:
+            return None
         if len(self._runtimes) + len(self._plain) >= MAX_WORKFLOWS:
             return None  # names invented without end must not grow state (and refresh queries) forever
         rs = resolve(self._settings, workflow)
@@ -174,6 +179,7 @@ class Rungs:
             self._plain.add(workflow)
             return None
         rt = self._runtimes[workflow] = WorkflowRuntime(workflow, rs.policy, rs.trim, judge=rs.judge)
+        rt.used = time.monotonic()
         return rt
 
     # ------------------------------------------------------------------ background state
@@ -207,7 +213,10 @@ class Rungs:
                 log.exception("refreshing routing and trimming state failed; keeping the previous state")
 
     def refresh_sync(self) -> None:
+        idle = time.monotonic() - IDLE_S
         for rt in list(self._runtimes.values()):  # the request path adds found workflows meanwhile
+            if rt.used < idle and rt.usage:
+                continue  # no request for a while: its state waits (one query each, for thousands of names)
             if rt.trim_config is not None and rt.trim_config.tools:
                 rt.usage, rt.caches = self._tool_usage(rt.name, rt.trim_config.window)
             if rt.learns:
