@@ -199,3 +199,30 @@ def test_the_export_is_what_compile_reads(orchestrated, tmp_path):
     for conv in convs:
         assert [m["role"] for m in conv["messages"]].count("system") == 1
         assert any(m.get("tool_calls") for m in conv["messages"])
+
+
+class TruncatingApp(App):
+    """The same app, but it sends only the procedure and the last four messages: stitching fails."""
+
+    def _ask(self, step: str, reply: dict[str, Any]) -> dict[str, Any]:
+        full = self.messages
+        self.messages = [full[0], *full[1:][-4:]]
+        try:
+            return super()._ask(step, reply)
+        finally:
+            kept = self.messages[len(self.messages) - 2:]  # the step message and the reply
+            self.messages = full + kept
+
+
+def test_truncated_histories_still_land_in_the_apps_workflow(start_gateway, upstreams):
+    gw = start_gateway()
+    client = openai.OpenAI(base_url=gw.v1, api_key="unused", max_retries=0)
+    whole = App(100, client, upstreams["frontier"])
+    whole.run()
+    cut = [TruncatingApp(seed, client, upstreams["frontier"]) for seed in range(101, 104)]
+    for app in cut:
+        app.run()
+    names = {w for app in [whole, *cut] for w in app.workflows}
+    assert names == {whole.workflows[0]}  # one workflow: the fingerprint ignores history and step
+    # stitching could not follow the cut histories: more conversations than runs, said honestly
+    assert all(len(set(app.conversations)) > 1 for app in cut)
