@@ -70,7 +70,7 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
     flowchart = find_flowchart()
     missing_compiler = compiler_ready()
     canary_n = max(24, conversations // 3)
-    after_n = max(10, conversations // 6)
+    after_n = max(10, conversations // 12)  # enough for the cost per conversation after the switch
     # room to go on until the payback point, and for the live traffic while the model compiles
     pool = max(conversations + canary_n + after_n + 1200, 1600)
     convs, fc = render_traffic(flowchart, pool)
@@ -192,11 +192,13 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
         t_compile = time.time()
         live = LiveTraffic(rep, convs, start=sent, prefix="live", pause_s=LIVE_PAUSE_S).start()
         last = ""
+        last_train: dict[str, Any] = {}
         job: dict[str, Any] = {}
         while True:
             jobs_now = list_jobs(engine, WORKFLOW, limit=1)
             job = jobs_now[0] if jobs_now else {}
             line = progress_line(job)
+            last_train = (job.get("detail") or {}).get("train") or last_train
             if line != last:
                 say(line)
                 last = line
@@ -212,7 +214,7 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
             say(f"   What to try: {what_to_try(job)}")
             before = phase_numbers(engine, t_before, t_before_end)
             summary = {"before": before, "after": None, "job": job, "tiers": _tier_quality(rep), "url": url,
-                       "compile_s": compile_s, "passed": False}
+                       "compile_s": compile_s, "passed": False, "train": last_train}
             print_summary(summary)
             if exit_after:
                 raise DemoError("the demo ended without a switch: the compiled model did not pass the eval gate", 1)
@@ -264,7 +266,7 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
             "before": phase_numbers(engine, t_before, t_before_end),
             "after": phase_numbers(engine, t_after, t_after_end) if route["mode"] == "compiled" else None,
             "mode": route["mode"], "canary": metrics, "eval": ev, "tiers": _tier_quality(rep), "url": url,
-            "compile_s": compile_s, "passed": True, "train": ((job.get("detail") or {}).get("train") or {}),
+            "compile_s": compile_s, "passed": True, "train": last_train,
         }
         print_summary(summary)
         if exit_after and route["mode"] != "compiled":
@@ -299,8 +301,8 @@ def print_summary(s: dict[str, Any]) -> None:
             f"success rate {s['eval'].get('success_rate', 0):.3f}")
     train = s.get("train") or {}
     if s.get("compile_s") is not None and train.get("tokens_per_s"):
-        say(f"   compile: {s['compile_s'] / 60:.1f} min, {train.get('tokens_seen', 0):,} tokens trained at "
-            f"{train['tokens_per_s']:,.0f} tokens/s")
+        say(f"   compile: {s['compile_s'] / 60:.1f} min in all; {train.get('tokens_seen', 0):,} tokens trained in "
+            f"{train.get('step')} steps at {train['tokens_per_s']:,.0f} tokens/s")
     for line in headline(s):
         say(line)
 
