@@ -89,10 +89,21 @@ def serve_prepare(mined: MinedWorkflow) -> Callable[[Sequence[Mapping[str, Any]]
     return lambda msgs: served_messages(msgs, persona, static)
 
 
+def rendered(fc: Any, path: Any, seed: int, variant: int, novel_share: float = 0.0) -> dict[str, Any] | None:
+    """One offline-rendered conversation of a mined path, or None where the draft cannot render it (an
+    edge without utterances, a TODO `flowchart check` lists): the captured conversations still train it."""
+    from .flowchart import FlowchartError
+    from .render import render_offline
+
+    try:
+        return render_offline(fc, path, seed=seed, variant=variant, novel_share=novel_share)
+    except (FlowchartError, ValueError, KeyError, IndexError):
+        return None
+
+
 def _thin_rows(mined: MinedWorkflow, cfg: CompileConfig, thin: int) -> tuple[list[dict[str, Any]], list[Any], dict[str, Any]]:
     """Rendered conversations for the mined paths fewer than ``thin`` captured conversations walk."""
     from .paths import enumerate_paths
-    from .render import render_offline
 
     d = cfg.data
     ps = enumerate_paths(mined.flowchart, max_loops=d.max_loops, budget=d.path_budget, seed=d.seed)
@@ -102,12 +113,14 @@ def _thin_rows(mined: MinedWorkflow, cfg: CompileConfig, thin: int) -> tuple[lis
     rows: list[dict[str, Any]] = []
     thin_paths = 0
     for p in ps.paths:
-        probe = render_offline(mined.flowchart, p, seed=d.seed, variant=0)
+        probe = rendered(mined.flowchart, p, d.seed, 0)
+        if probe is None:
+            continue
         seen = walked.get(tuple(probe["tiergate"]["nodes"]), 0)
         if seen < thin:
             thin_paths += 1
-            rows += [_with_steps(render_offline(mined.flowchart, p, seed=d.seed, variant=v,
-                                                novel_share=d.novel_slot_share), mined) for v in range(thin - seen)]
+            more = [rendered(mined.flowchart, p, d.seed, v, d.novel_slot_share) for v in range(thin - seen)]
+            rows += [_with_steps(r, mined) for r in more if r is not None]
     # traffic first: rendered conversations never outnumber the captured ones
     captured = len(mined.turn_nodes)
     rows = _spread(rows, max(0, min(captured, d.max_train_conversations - captured)))
@@ -131,7 +144,7 @@ def mine_stage(traffic: str | Path, out: Path, holdout: float, seed: int, name: 
     wf_name = name or _workflow_name(traffic, traces)
     mined = mine(mined_set, name=wf_name)
     fit = fitness(mined, held)
-    check(mined.flowchart)
+    check(mined.flowchart, synthesis=False)  # structure; a TODO only keeps its paths from being rendered
     seconds = round(time.perf_counter() - t, 2)
     folder = out / "mined"
     folder.mkdir(parents=True, exist_ok=True)
@@ -173,7 +186,6 @@ def compile_from_traffic(
     from .base_model import check_base_model, check_base_template, load_trained
     from .evaluate import evaluate, report_markdown, write_report
     from .mine.replay import replay_gate, replay_markdown, replay_passes
-    from .render import render_offline
     from .simulate import ModelPolicy
     from .train import read_jsonl
     from .train import train as run_train
@@ -194,11 +206,11 @@ def compile_from_traffic(
     captured = [training_row(tr, mined) for tr in mined_set]
     rendered, paths, path_info = _thin_rows(mined, cfg, thin)
     train_rows = captured + rendered
-    eval_rows = _spread([render_offline(fc, p, seed=d.seed, variant=EVAL_VARIANT_BASE) for p in paths],
+    eval_rows = _spread([r for p in paths if (r := rendered(fc, p, d.seed, EVAL_VARIANT_BASE)) is not None],
                         d.max_eval_conversations)
     loss_rows = [training_row(tr, mined) for tr in held[: max(1, len(held) // 2)]]
-    loss_rows += [_with_steps(render_offline(fc, p, seed=d.seed, variant=HELDOUT_VARIANT_BASE), mined)
-                  for p in _spread(paths, 10)]
+    loss_rows += [_with_steps(r, mined) for p in _spread(paths, 10)
+                  if (r := rendered(fc, p, d.seed, HELDOUT_VARIANT_BASE)) is not None]
     data_dir = out / "data"
     _write_jsonl(data_dir / "train.jsonl", train_rows)
     _write_jsonl(data_dir / "eval.jsonl", eval_rows)
