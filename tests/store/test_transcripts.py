@@ -239,3 +239,22 @@ def test_streamed_turns_are_captured_with_their_replies(start_gateway, upstreams
     assert len(heads) == 1 and heads[0]["turns"] == 2
     assert [json.loads(m["body"]) for m in msgs] == messages
     assert [m["reply"] for m in msgs] == [False, True, False, True]
+
+
+def test_the_background_job_enforces_retention_in_a_running_gateway(start_gateway, upstreams):
+    gw = start_gateway({
+        "defaults": {"capture": {"max_conversations": 1}},
+        "loop": {"threshold_interval_s": 0.3, "poll_interval_s": 0.2},
+    })
+    for i in range(3):
+        converse(gw, upstreams, 1, opening=f"conversation {i}")
+    def kept() -> list[str]:
+        _, msgs = rows(gw.db_url)
+        return [json.loads(m["body"])["content"] for m in msgs if m["seq"] == 1]  # each opening message
+
+    deadline = time.monotonic() + 20
+    while kept() != ["conversation 2"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert kept() == ["conversation 2"]  # the most recent is kept, the two older ones removed
+    heads, msgs = rows(gw.db_url)
+    assert len(heads) == 1 and {m["transcript_id"] for m in msgs} == {heads[0]["id"]}
