@@ -48,3 +48,23 @@ def test_rungs_active_and_why_for_listed_and_found_workflows(start_gateway):
     assert "found (found)" in text and "off: no cheap model named" in text
     assert "waiting: configured; not enough traffic yet: 0 of 200 shadow labels" in text
     assert "on: default; 4 conversations kept (7 days and latest 10000)" in text
+
+
+def test_a_unicode_workflow_name_is_shown_as_itself(start_gateway):
+    gw = start_gateway()
+    c = openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0)
+    c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+                              metadata={"workflow": "日本語 café"})
+    gw.wait_records(1)
+    overview = httpx.get(f"{gw.url}/dashboard").text
+    assert "日本語 café" in overview and f'/dashboard/workflows/{quote("日本語 café")}' in overview
+    page = httpx.get(f"{gw.url}/dashboard/workflows/{quote('日本語 café')}")
+    assert page.status_code == 200 and "日本語 café" in page.text and "Rungs active and why" in page.text
+    api = httpx.get(f"{gw.url}/api/workflows").json()["data"]
+    assert [w["workflow"] for w in api] == ["日本語 café"]
+    gw.stop()
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "workflows", "--config", str(gw.config_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0 and "日本語 café" in out.stdout, out.stderr
