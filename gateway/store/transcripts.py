@@ -53,10 +53,12 @@ def transcript_id(workflow: str, conversation: str, split: int = 0) -> str:
 class TranscriptWriter:
     """Batched writes in a worker thread, like the ledger: a request never waits on the store."""
 
-    def __init__(self, engine: Engine, *, batch_size: int = 200, flush_interval: float = 0.25, queue_max: int = 50_000):
+    def __init__(self, engine: Engine, *, batch_size: int = 200, flush_interval: float = 0.25, queue_max: int = 5_000):
         self._engine = engine
         self._batch_size = batch_size
         self._interval = flush_interval
+        # a queued turn holds its request's messages (references): a store outage must not hold
+        # gigabytes of them, so the cap is in turns of whole requests, not the ledger's 100,000 records
         self._queue: asyncio.Queue[Turn] = asyncio.Queue(maxsize=queue_max)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
