@@ -79,8 +79,9 @@ def test_the_saving_values_removed_tokens_at_the_cached_price_where_the_upstream
         conversation(gw, scripted, i)
     gw.stop()
     rows = [r for r in gw.records() if r["conversation"].startswith("steady-") and r["tools_dropped"]]
-    # opening turns are trimmed from the start; the stage after the lookup once it has 3 requests of its own
-    assert len(rows) >= 8 and {"steady-0", "steady-1"} <= {r["conversation"] for r in rows}
+    # opening turns are trimmed from the start; the turn after the lookup once its stage has 3 requests
+    # of its own, or once the upstream is seen caching (one list per workflow then): timing decides which
+    assert {"steady-0", "steady-1"} <= {r["conversation"] for r in rows}
     p = PER_TOKEN
     cached_rows = 0
     for r in rows:
@@ -103,7 +104,7 @@ def test_the_saving_values_removed_tokens_at_the_cached_price_where_the_upstream
         base += r["completion_tokens"] * p["output_per_million"]
         assert abs(r["baseline_cost_usd"] - base) < 1e-12, r
         assert abs(r["trim_saved_usd"] - saved) < 1e-12, r
-    assert cached_rows >= 4
+    assert cached_rows >= 3
 
 
 def test_cache_control_markers_stay_valid_through_litellm(start_gateway, scripted):
