@@ -129,7 +129,7 @@ class Learner:
         label = compare_answers(frontier, cheap, body)
         good, how = label.good, label.how
         if good is None and rt.judge:
-            good = await self._judge(rt.judge, body, frontier, cheap)
+            good = await self._judge(rt.judge, body, frontier, cheap, parent)
             how = f"judge {rt.judge}"
         if good is not None and self.rungs is not None:
             self.rungs.save_label(rt.name, parent.id, body, good, how)
@@ -154,8 +154,10 @@ class Learner:
         await asyncio.to_thread(routes.record_sample, parent.workflow, parent.conversation, score)
 
     async def _judge(
-        self, judge: str, body: Mapping[str, Any], a: Mapping[str, Any], b: Mapping[str, Any]
+        self, judge: str, body: Mapping[str, Any], a: Mapping[str, Any], b: Mapping[str, Any], parent: Record
     ) -> bool | None:
+        """Ask the judge model whether two answers agree; a paid call, so it leaves its own ledger row
+        (tier `shadow`, counted with the shadow labels it serves)."""
         question = next(
             (content_text(m.get("content")) for m in reversed(body["messages"]) if m.get("role") == "user"),
             "",
@@ -165,18 +167,14 @@ class Learner:
             a=content_text(reply_message(a).get("content"))[:4000],
             b=content_text(reply_message(b).get("content"))[:4000],
         )
-        try:
-            done = await self.upstreams.complete(
-                judge,
-                {
-                    "model": judge,
-                    "temperature": 0,
-                    "max_tokens": 3,
-                    "messages": [{"role": "user", "content": prompt}],
-                },
-            )
-        except GatewayError as exc:
-            log.warning("judge %s failed: %s; shadow sample dropped", judge, exc.message)
+        judged = await self._side_call(
+            judge,
+            {"model": judge, "temperature": 0, "max_tokens": 3, "messages": [{"role": "user", "content": prompt}]},
+            parent,
+            f"shadow of {parent.id} (judge)",
+        )
+        if judged is None:
+            log.warning("judge %s failed; shadow sample dropped", judge)
             return None
-        verdict = content_text(reply_message(done.parsed).get("content")).strip().upper()
+        verdict = content_text(reply_message(judged).get("content")).strip().upper()
         return True if verdict.startswith("YES") else False if verdict.startswith("NO") else None

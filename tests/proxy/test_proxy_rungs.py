@@ -496,3 +496,32 @@ def test_free_text_shadow_answers_are_labelled_by_the_configured_judge(start_gat
     assert [(lab["good"], lab["how"]) for lab in labels] == [(True, "judge gpt-4o"), (False, "judge gpt-4o")]
     judge_prompt = upstreams["frontier"].log()[1]["body"]["messages"][0]["content"]
     assert "Reply with exactly one word: YES or NO" in judge_prompt and "The capital is Paris." in judge_prompt
+
+
+def test_every_judge_call_leaves_a_shadow_ledger_row(start_gateway, upstreams):
+    from sqlalchemy import select
+
+    from gateway.store.engine import make_engine
+    from gateway.store.schema import requests as ledger
+
+    gw = start_gateway(
+        workflow("chatty", route={"kind": "learned", "shadow_share": 1.0, "min_labels": 50}, judge="gpt-4o")
+    )
+    upstreams["frontier"].script({"content": "Paris is the capital."}, {"content": "YES"})
+    upstreams["cheap"].script({"content": "The capital is Paris."})
+    ask(gw, "chatty", "capital of France?")
+    wait_for(lambda: len(label_rows(gw)) >= 1, what="the judged label")
+
+    def rows() -> list[dict]:
+        engine = make_engine(gw.db_url)
+        try:
+            with engine.connect() as conn:
+                return [dict(r) for r in conn.execute(select(ledger)).mappings()]
+        finally:
+            engine.dispose()
+
+    found = wait_for(lambda: (lambda rs: rs if len(rs) >= 3 else None)(rows()), what="three ledger rows")
+    assert len(found) == 3  # the client's request, the cheap shadow answer and the judge's verdict
+    judged = [r for r in found if (r["route_reason"] or "").endswith("(judge)")]
+    assert len(judged) == 1 and judged[0]["tier"] == "shadow" and judged[0]["served_model"] == "gpt-4o"
+    assert judged[0]["baseline_cost_usd"] == 0.0 and judged[0]["status"] == 200
