@@ -2,8 +2,8 @@
 
     python tests/proxy/scripted_upstream.py --port 9201
 
-Speaks OpenAI's chat completions (stream and not) and Anthropic's Messages API (non-stream, for
-litellm's translation). A test queues steps with `POST /_script {"steps": [...]}`; each request reads
+Speaks OpenAI's chat completions and Anthropic's Messages API (for litellm's translation), stream
+and not. A test queues steps with `POST /_script {"steps": [...]}`; each request reads
 the step at the head of the queue:
     {"call": "refund", "args": {...}}   call `refund` if its schema was sent; else, if trimming's helper
                                         tool was sent and names it, call the helper asking for it (the
@@ -178,6 +178,9 @@ def build_app() -> Starlette:
         if not calls:
             text = text if text is not None else "ok"
             content = [{"type": "text", "text": text}]
+        usage = {"input_tokens": prompt - cached, "output_tokens": 10, "cache_read_input_tokens": cached}
+        if body.get("stream"):
+            return StreamingResponse(anthropic_events(body, content, usage), media_type="text/event-stream")
         return JSONResponse(
             {
                 "id": f"msg_{len(log)}",
@@ -195,6 +198,30 @@ def build_app() -> Starlette:
                 },
             }
         )
+
+    async def anthropic_events(body: dict[str, Any], content: list[dict[str, Any]], usage: dict[str, int]):  # type: ignore[no-untyped-def]
+        def event(kind: str, data: dict[str, Any]) -> bytes:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+        start = {"input_tokens": usage["input_tokens"], "output_tokens": 0,
+                 "cache_read_input_tokens": usage["cache_read_input_tokens"]}
+        message = {"id": f"msg_{len(log)}", "type": "message", "role": "assistant", "model": body.get("model"),
+                   "content": [], "stop_reason": None, "usage": start}
+        yield event("message_start", {"message": message})
+        for i, block in enumerate(content):
+            if block["type"] == "text":
+                yield event("content_block_start", {"index": i, "content_block": {"type": "text", "text": ""}})
+                yield event("content_block_delta", {"index": i, "delta": {"type": "text_delta", "text": block["text"]}})
+            else:
+                head = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+                yield event("content_block_start", {"index": i, "content_block": head})
+                delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+                yield event("content_block_delta", {"index": i, "delta": delta})
+            yield event("content_block_stop", {"index": i})
+        stop = "tool_use" if content and content[0]["type"] == "tool_use" else "end_turn"
+        yield event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
+                                      "usage": {"output_tokens": usage["output_tokens"]}})
+        yield event("message_stop", {})
 
     async def push_script(request: Request) -> Response:
         script.extend((await request.json())["steps"])

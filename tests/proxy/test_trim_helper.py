@@ -142,9 +142,19 @@ def test_the_helper_through_litellm_to_an_anthropic_model(start_gateway, scripte
     first, second = scripted.log()[before:]
     assert first["api"] == "anthropic" and [t["name"] for t in first["body"]["tools"]] == ["lookup", HELPER]
     assert [t["name"] for t in second["body"]["tools"]] == ["lookup", "escalate", HELPER]
+    # streamed through litellm's translation of Anthropic's events: the helper is resolved all the same
+    scripted.script({"call": "track", "args": {"id": "C4"}})
+    chunks = list(ask(gw, "where is my parcel", "conv-as", max_tokens=50, stream=True))
+    got = [tc.function.name for ch in chunks if ch.choices for tc in ch.choices[0].delta.tool_calls or ()]
+    assert [n for n in got if n] == ["track"]
+    resent = [t["name"] for t in scripted.log()[-1]["body"]["tools"]]  # `escalate` too once its load is counted
+    assert resent[0] == "lookup" and resent[-2:] == ["track", HELPER]
     gw.stop()
-    row = [r for r in gw.records() if r["conversation"] == "conv-a"][0]
-    assert row["attempts"] == 2 and row["tools_called"] == "escalate"
+    rows = {r["conversation"]: r for r in gw.records() if r["conversation"] in ("conv-a", "conv-as")}
+    assert [(rows[c]["attempts"], rows[c]["tools_called"]) for c in ("conv-a", "conv-as")] == [
+        (2, "escalate"),
+        (2, "track"),
+    ]
 
 
 def test_a_cascade_keeps_a_cheap_answer_that_loaded_its_tool(start_gateway, scripted):
