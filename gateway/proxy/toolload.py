@@ -110,8 +110,7 @@ class ToolLoader(Upstreams):
         if wanted and plan.lookups < MAX_LOOKUPS:
             tools = offer_tools(client_tools, sent | set(wanted))
         else:  # names it cannot find, or lookups used up: every tool the client sent, and no helper
-            wanted = [n for n in tool_names(client_tools) if n not in sent]
-            tools = list(client_tools)
+            tools = list(client_tools)  # (only the names it asked for count as loaded)
         plan.removed_tokens -= tools_tokens(tools, plan.count_model) - tools_tokens(body.get("tools"), plan.count_model)
         self._remember(wanted)
         # the plan's body too: a cascade checks the answer against its tools, an escalation re-sends it

@@ -12,6 +12,7 @@ the step at the head of the queue:
     {"also": "lookup"}                  with `call`: in the same reply, also call this tool if sent (a
                                         reply mixing the helper with a real call)
     {"preamble": "Let me see."}         streaming: text streamed before the tool call
+    {"ask": ["a", "b"]}                 call the helper asking for these names (if it was sent)
     {"content": "..."}                  a text answer
 With no step queued it answers `ok: <last user text>`. Usage counts 4 bytes of the request as a token.
 
@@ -72,6 +73,9 @@ def build_app() -> Starlette:
     def decide(sent: list[str], helper_text: str) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
         """The calls and text of the reply to the step at the head of the script."""
         step = script[0] if script else {}
+        if "ask" in step and HELPER in sent:  # the helper asked for these names, whatever they are
+            script.popleft()
+            return [(HELPER, {"names": step["ask"]})], None
         if "call" not in step:
             if script:
                 script.popleft()

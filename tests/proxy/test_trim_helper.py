@@ -172,3 +172,19 @@ def test_a_cascade_keeps_a_cheap_answer_that_loaded_its_tool(start_gateway, scri
     assert names(raw.parse().choices[0].message.tool_calls) == ["refund"]
     assert raw.headers["x-tiergate-tier"] == "routed"
     assert [e["body"]["model"] for e in scripted.log()[-2:]] == ["gpt-4o-mini", "gpt-4o-mini"]
+
+
+def test_names_the_gateway_cannot_find_get_every_tool_and_no_helper(start_gateway, scripted):
+    gw = trim_gateway(start_gateway, scripted, min_requests=3, by_stage=False)
+    warm_up(gw, scripted, 3)
+    before = len(scripted.log())
+    scripted.script({"ask": ["refund_v2"]}, {"content": "done without it"})
+    assert ask(gw, "refund", "conv-u").choices[0].message.content == "done without it"
+    first, second = scripted.log()[before:]
+    assert [t["function"]["name"] for t in second["body"]["tools"]] == list(NAMES)
+    # lookups are bounded: a second lookup in one request also gets every tool, and no helper
+    scripted.script({"ask": ["refund"]}, {"ask": ["track"]}, {"content": "ok"})
+    before = len(scripted.log())
+    assert ask(gw, "refund and track", "conv-v").choices[0].message.content == "ok"
+    sent = [[t["function"]["name"] for t in e["body"]["tools"]] for e in scripted.log()[before:]]
+    assert sent == [["lookup", HELPER], ["lookup", "refund", HELPER], list(NAMES)]
