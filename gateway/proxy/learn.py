@@ -51,6 +51,21 @@ def word_overlap(a: str, b: str) -> float:
     return len(wa & wb) / len(wa | wb)
 
 
+def shadow_body(plan: Plan) -> dict[str, Any]:
+    """What the cheap model is shadow-asked: the served body, but with the client's own tools in place of
+    trimming's `tiergate_load_tools` helper, which only the request path can answer (a shadow answer that
+    called it would be labelled bad for asking what served requests get resolved)."""
+    if not plan.helper:
+        return plan.body
+    body = dict(plan.body)
+    for key in ("tools", "tool_choice", "parallel_tool_calls"):
+        if key in plan.client_body:
+            body[key] = plan.client_body[key]
+        else:
+            body.pop(key, None)
+    return body
+
+
 class Learner:
     def __init__(self, upstreams: Upstreams, accounts: Accounts, rungs: Rungs | None):
         self.upstreams = upstreams
@@ -87,7 +102,7 @@ class Learner:
         if rt.keeps_exchanges:
             self.rungs.save_exchange(rt.name, record.id, plan.body, reply)
         if rt.learns and random.random() < rt.policy.shadow_share:
-            self._spawn(self._shadow(rt, plan.body, dict(response), record))
+            self._spawn(self._shadow(rt, shadow_body(plan), dict(response), record))
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
