@@ -89,7 +89,7 @@ def serve_prepare(mined: MinedWorkflow) -> Callable[[Sequence[Mapping[str, Any]]
     return lambda msgs: served_messages(msgs, persona, static)
 
 
-def rendered(fc: Any, path: Any, seed: int, variant: int, novel_share: float = 0.0) -> dict[str, Any] | None:
+def render_path(fc: Any, path: Any, seed: int, variant: int, novel_share: float = 0.0) -> dict[str, Any] | None:
     """One offline-rendered conversation of a mined path, or None where the draft cannot render it (an
     edge without utterances, a TODO `flowchart check` lists): the captured conversations still train it."""
     from .flowchart import FlowchartError
@@ -113,13 +113,13 @@ def _thin_rows(mined: MinedWorkflow, cfg: CompileConfig, thin: int) -> tuple[lis
     rows: list[dict[str, Any]] = []
     thin_paths = 0
     for p in ps.paths:
-        probe = rendered(mined.flowchart, p, d.seed, 0)
+        probe = render_path(mined.flowchart, p, d.seed, 0)
         if probe is None:
             continue
         seen = walked.get(tuple(probe["tiergate"]["nodes"]), 0)
         if seen < thin:
             thin_paths += 1
-            more = [rendered(mined.flowchart, p, d.seed, v, d.novel_slot_share) for v in range(thin - seen)]
+            more = [render_path(mined.flowchart, p, d.seed, v, d.novel_slot_share) for v in range(thin - seen)]
             rows += [_with_steps(r, mined) for r in more if r is not None]
     # traffic first: rendered conversations never outnumber the captured ones
     captured = len(mined.turn_nodes)
@@ -206,11 +206,11 @@ def compile_from_traffic(
     captured = [training_row(tr, mined) for tr in mined_set]
     rendered, paths, path_info = _thin_rows(mined, cfg, thin)
     train_rows = captured + rendered
-    eval_rows = _spread([r for p in paths if (r := rendered(fc, p, d.seed, EVAL_VARIANT_BASE)) is not None],
+    eval_rows = _spread([r for p in paths if (r := render_path(fc, p, d.seed, EVAL_VARIANT_BASE)) is not None],
                         d.max_eval_conversations)
     loss_rows = [training_row(tr, mined) for tr in held[: max(1, len(held) // 2)]]
     loss_rows += [_with_steps(r, mined) for p in _spread(paths, 10)
-                  if (r := rendered(fc, p, d.seed, HELDOUT_VARIANT_BASE)) is not None]
+                  if (r := render_path(fc, p, d.seed, HELDOUT_VARIANT_BASE)) is not None]
     data_dir = out / "data"
     _write_jsonl(data_dir / "train.jsonl", train_rows)
     _write_jsonl(data_dir / "eval.jsonl", eval_rows)
