@@ -92,7 +92,7 @@ def test_bad_config_is_one_line(tmp_path: Path) -> None:
 def test_cli_through_a_running_gateway_needs_the_admin_key(start_loop_gateway: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     gw = start_loop_gateway({"min_conversations": 1, "compile_cost_usd": 0.001, "serve_command": None})
     engine = gw.engine()
-    seed(engine, ledger_rows("support-bot", 3, start=time.time() - 100))
+    seed(engine, ledger_rows("travel-booking", 3, start=time.time() - 100))
     prop = wait_for(lambda: list_proposals(engine))
     assert prop, "no proposal raised"
     pid = str(prop[0]["id"])
@@ -103,7 +103,7 @@ def test_cli_through_a_running_gateway_needs_the_admin_key(start_loop_gateway: A
     assert res.exit_code == 2 and "needs the admin key" in res.stderr
     monkeypatch.setenv("TIERGATE_ADMIN_KEY", ADMIN)
     res = run("proposals", "--url", gw.url, "--json")
-    assert res.exit_code == 0 and json.loads(res.stdout)[0]["workflow"] == "support-bot"
+    assert res.exit_code == 0 and json.loads(res.stdout)[0]["workflow"] == "travel-booking"
     res = run("reject", pid, "--url", gw.url, "--by", "carol")
     assert res.exit_code == 0 and "rejected by carol" in res.stdout
     res = run("approve", pid, "--url", gw.url)

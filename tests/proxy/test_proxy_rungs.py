@@ -431,9 +431,11 @@ def test_distillation_attaches_nearest_frontier_exchanges(start_gateway, upstrea
         raw = ask(gw, "kb", "quick: how do I reset my router password now")
         assert raw.headers["x-tiergate-tier"] == "routed"
         sent = upstreams["cheap"].log()[-1]["body"]["messages"]
-        return [m for m in sent if m["role"] == "system"]
+        note = [m for m in sent if m["role"] == "system"]
+        # exchanges are saved off the request path: wait until both have landed
+        return note if note and "wifi channel" in note[0]["content"] else None
 
-    note = wait_for(note_sent, what="demonstrations from the logged exchanges")
+    note = wait_for(note_sent, what="demonstrations from both logged exchanges")
     assert "Worked examples" in note[0]["content"] and "reset my router password" in note[0]["content"]
     assert "2 demonstrations" in gw.wait_records(3)[-1]["route_reason"]
     # and a cheap answer that fails the checks escalates
