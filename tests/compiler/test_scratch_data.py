@@ -172,3 +172,23 @@ def test_steps_on_the_command_line_win_over_the_files_budget(tmp_path: Path) -> 
     assert (cfg.train.max_steps, cfg.train.max_tokens) == (50, 0)
     cfg = load_compile_config(path, {"train.max_steps": "50", "train.max_tokens": "2000"})
     assert (cfg.train.max_steps, cfg.train.max_tokens) == (50, 2000)
+
+
+def test_seed_sweep_table_gives_the_pass_rate(tmp_path: Path) -> None:
+    from bench.compile.seeds import parse_seeds, row, table
+
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4] and parse_seeds("0,3,5-6") == [0, 3, 5, 6]
+    for seed, passed in ((0, True), (1, False)):
+        folder = tmp_path / f"seed-{seed}"
+        folder.mkdir()
+        (folder / "compile.json").write_text(json.dumps({
+            "passed": passed, "reasons": [] if passed else ["success 0.85 < 0.90"],
+            "stages": {"data": 1.0, "train": 100.0, "eval": 20.0},
+            "train": {"train_tokens": 500_000, "tokens_per_s": 5000.0, "steps": 250, "best_eval_loss": 0.006},
+            "metrics": {"node_accuracy": 1.0 if passed else 0.98, "success_rate": 1.0 if passed else 0.85,
+                        "tool_accuracy": 1.0},
+            "config": {"data": {"seed": seed}}}))
+    text = table([row(tmp_path / "seed-0"), row(tmp_path / "seed-1"), row(tmp_path / "missing", seed=2)])
+    assert "| 0 | pass | 1.000 | 1.000 | 1.000 | 250 | 500,000 | 5,000 | 0.0060 | 100 | 2 min 01 s |" in text
+    assert "| 1 | FAIL |" in text and "| 2 | error:" in text
+    assert "**Pass rate: 1 of 3 seeds.**" in text
