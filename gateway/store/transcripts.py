@@ -155,6 +155,8 @@ def write_turns(engine: Engine, batch: Sequence[Turn]) -> None:
             start = min(stored, t.continued)
             if start < stored:  # a retried or branched turn: the latest branch replaces the old tail
                 cuts.append((tid, start))
+                # the tail may also sit in this batch, not yet written: drop it too (else a duplicate key)
+                rows = [r for r in rows if r["transcript_id"] != tid or r["seq"] < start]
             new = [t.redact(m) for m in t.messages[start:]] + [t.redact(t.reply)]
             rows += [
                 {"transcript_id": tid, "seq": start + i, "turn": t.turn, "reply": i == len(new) - 1, "body": body}

@@ -258,3 +258,26 @@ def test_the_background_job_enforces_retention_in_a_running_gateway(start_gatewa
     assert kept() == ["conversation 2"]  # the most recent is kept, the two older ones removed
     heads, msgs = rows(gw.db_url)
     assert len(heads) == 1 and {m["transcript_id"] for m in msgs} == {heads[0]["id"]}
+
+
+def test_a_retried_turn_in_the_same_batch_replaces_the_tail_without_a_duplicate_key(tmp_path):
+    # a looping or retrying app can send a turn and its retry within one flush interval: one batch
+    from gateway.proxy.capture import CaptureConfig, Redactor
+    from gateway.store.engine import migrate
+    from gateway.store.transcripts import Turn, export_lines, write_turns
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    migrate(engine)
+    red = Redactor(CaptureConfig()).json
+    sys_msg, hi = {"role": "system", "content": "You help."}, {"role": "user", "content": "hi"}
+
+    def turn(n: int, msgs: list, continued: int, reply: str) -> Turn:
+        return Turn("w", "conv-1", n, time.time(), msgs, continued, None, {"role": "assistant", "content": reply}, red)
+
+    follow = [sys_msg, hi, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "more"}]
+    write_turns(engine, [turn(1, [sys_msg, hi], 0, "a1"), turn(2, follow, 3, "a2"), turn(2, follow, 3, "a2, again")])
+    lines = [json.loads(x) for x in export_lines(engine, "w")]
+    engine.dispose()
+    assert [[m["content"] for m in line["messages"]] for line in lines] == [
+        ["You help.", "hi", "a1", "more", "a2, again"],
+    ]
