@@ -45,7 +45,9 @@ from gateway.demo.scene import (
     find_flowchart,
     free_port,
     http_ok,
+    own_gateway_up,
     phase_numbers,
+    port_free,
     render_traffic,
     replay,
     say,
@@ -74,6 +76,10 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
     convs, fc = render_traffic(flowchart, pool)
     script = work / "script.jsonl"
     script.write_text("".join(json.dumps(c) + "\n" for c in convs))
+    if port and not port_free(port):
+        # never replay into whatever answers there: it could be a gateway with real upstreams behind it
+        raise DemoError(f"Port {port} on 127.0.0.1 is taken by another program; the demo starts its own gateway. "
+                        "Stop that program, or pass `--port 0` (any free port) or another `--port N`.", code=2)
     ports = {"frontier": free_port(), "cheap": free_port(), "compiled": free_port(), "gateway": port or free_port()}
     # the compiler's own token budget and early stop (configs/compile.yaml): the scratch model passes the
     # gate on every seed tried (docs/bench-compile.md); `--compile-steps` trains a fixed number of steps
@@ -117,7 +123,8 @@ def run_demo(*, yes: bool, exit_after: bool, conversations: int, port: int = 808
             wait_until(f"the simulated {role} provider", lambda h=health: http_ok(h), 60)  # type: ignore[misc]
         svc.start_gateway(settings)
         url = f"http://127.0.0.1:{ports['gateway']}"
-        wait_until("the gateway", lambda: http_ok(f"{url}/healthz"), 60)
+        # the gateway this demo started, not another server that took the port meanwhile
+        wait_until("the gateway", lambda: own_gateway_up(svc, url), 60)
         say(f"  gateway   {url}/v1     dashboard {url}/dashboard")
         rep = Replay(url, procedure_text(fc), toolbox(fc))
 

@@ -57,6 +57,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(port: int) -> bool:
+    """Whether the demo's gateway can bind `port` on loopback (nothing else listens there)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def own_gateway_up(svc: Services, url: str) -> bool:
+    """The demo's in-process gateway has started and answers; if it failed to bind, say so at once."""
+    server, thread = getattr(svc, "server", None), getattr(svc, "thread", None)
+    if server is None or thread is None or (not thread.is_alive() and not server.started):
+        raise DemoError(f"The demo's gateway could not start on {url} (is the port taken?); pass `--port 0`.", code=2)
+    return bool(server.started) and http_ok(f"{url}/healthz")
+
+
 def find_flowchart() -> Path:
     for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
         p = base / "configs" / "workflows" / f"{WORKFLOW}.yaml"

@@ -91,3 +91,22 @@ def test_demo_with_the_real_compiler_reaches_the_switch(tmp_path: Path) -> None:
         modes = [r.to_mode for r in conn.execute(select(switches).order_by(switches.c.id))]
     engine.dispose()
     assert tiers.get("compiled", 0) > 0 and modes == ["canary", "compiled"]
+
+
+def test_demo_refuses_a_taken_port_and_talks_to_nothing_there(tmp_path: Path) -> None:
+    # another server (here a plain socket that would log any request) holds the port the demo is told to use
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(8)
+        held.settimeout(0.5)
+        port = held.getsockname()[1]
+        cmd = [sys.executable, "-c", RUNNER, "demo", "--yes", "--exit", "--port", str(port),
+               "--workdir", str(tmp_path / "demo")]
+        run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        with pytest.raises(TimeoutError):
+            held.accept()  # the demo never connected to it
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    assert f"Port {port} on 127.0.0.1 is taken" in run.stderr + run.stdout and "--port 0" in run.stderr + run.stdout
+    assert "Traceback" not in run.stderr
