@@ -226,11 +226,19 @@ def register(app: typer.Typer) -> None:
         compile_cost: Annotated[float, typer.Option(
             help="compile cost the payback uses (a scratch model on this CPU; production default $65)")] = 1.0,
         compile_command: Annotated[str | None, typer.Option(
-            hidden=True, help="replaces `tiergate compile` (same arguments follow it)")] = None,
+            help="fast path: a stand-in for `tiergate compile` (same arguments follow it), e.g. "
+                 "`python tests/loop/fake_compile.py`; the loop runs as with the real compiler")] = None,
         serve_command: Annotated[str | None, typer.Option(
-            hidden=True, help="replaces `tiergate serve-model`; {artifact}, {port}, {script} are filled in")] = None,
+            help="fast path: a stand-in for `tiergate serve-model`; {artifact}, {port}, {script} are filled in, "
+                 "e.g. `python -m gateway.demo.simulated --port {port} --name travel-booking-compiled "
+                 "--script {script}`")] = None,
     ) -> None:
-        """Offline demo: simulated providers, travel-booking traffic, proposal, compile, canary, switch."""
+        """Offline demo: simulated providers, travel-booking traffic, proposal, compile, canary, switch.
+
+        It waits for you to approve the proposal at the dashboard unless `--yes`. The real compile takes
+        minutes on a CPU; `--compile-command` and `--serve-command` swap in stand-ins (the fast path) to see
+        the whole loop in under a minute.
+        """
         import shlex
 
         from gateway.demo.run import run_demo
