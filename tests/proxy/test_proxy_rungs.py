@@ -377,7 +377,8 @@ def test_trimming_by_stage_sends_follow_up_turns_fewer_tools(start_gateway, upst
     # the opening turn keeps every tool some conversation opened with; after it, no stage calls a tool,
     # so only the kept one goes out (the one this conversation called stays loadable through the helper)
     assert offered == [["lookup_order", "escalate", "track_parcel"], ["escalate"], ["escalate"]]
-    stages = [r["stage"] for r in gw.records()][:3]
+    # the clients' own requests: the shipped default routing's shadow calls interleave by time
+    stages = [r["stage"] for r in gw.records() if r["tier"] != "shadow"][:3]
     assert stages == ["first:0", "first:1", "later:0"]
 
 
