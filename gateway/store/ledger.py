@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, exc, insert, select
 
+from gateway.store.batching import BatchWriter
 from gateway.store.schema import ledger_dead_letters, requests, workflows
 
 log = logging.getLogger("tiergate.ledger")
@@ -95,7 +96,9 @@ def _reason(error: BaseException) -> str:
     return f"{type(orig).__name__}: {text}"[:500]
 
 
-class LedgerWriter:
+class LedgerWriter(BatchWriter[Record]):
+    task_name = "ledger-writer"
+
     def __init__(
         self,
         engine: Engine,
@@ -107,12 +110,8 @@ class LedgerWriter:
         dead_letter_file: str | None = None,
         on_problem: Callable[[str, int], None] | None = None,
     ):
+        super().__init__(batch_size=batch_size, flush_interval=flush_interval, queue_max=queue_max)
         self._engine = engine
-        self._batch_size = batch_size
-        self._interval = flush_interval
-        self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=queue_max)
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self._known_workflows: set[str] = set()
         # compiled once: SQLAlchemy's per-call statement compilation was ~10% of the gateway's CPU
         self._insert_sql = str(insert(requests).compile(dialect=engine.dialect))
@@ -130,8 +129,7 @@ class LedgerWriter:
 
     async def start(self) -> None:
         self._known_workflows = await asyncio.to_thread(self._load_workflows)
-        self._stopping = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="ledger-writer")
+        self._start_task()
 
     def submit(self, record: Record) -> None:
         try:
@@ -139,10 +137,6 @@ class LedgerWriter:
         except asyncio.QueueFull:
             # Never block a request on the ledger; a full queue means the store is down or far behind.
             self._lose([record], f"ledger queue full ({self._queue.qsize()} records)")
-
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
 
     @property
     def degraded(self) -> bool:
@@ -159,32 +153,6 @@ class LedgerWriter:
             "store_down": self.store_down,
             "last_problem": self.last_problem,
         }
-
-    async def stop(self) -> None:
-        """Write everything queued, then end the writer. Never cancelled mid-batch: no loss, no duplicate."""
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        while not self._queue.empty():
-            await self._write(self._take_batch())
-
-    def _take_batch(self) -> list[Record]:
-        batch: list[Record] = []
-        while len(batch) < self._batch_size and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        return batch
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
-            except TimeoutError:
-                pass
-            while not self._queue.empty():
-                await self._write(self._take_batch())
-            if self._stopping.is_set():
-                return
 
     def _problem(self, kind: str, records: list[Record], reason: str) -> None:
         self._problem_at = time.monotonic()

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, and_, bindparam, delete, insert, or_, select, update
 
+from gateway.store.batching import BatchWriter
 from gateway.store.schema import transcript_messages as TM
 from gateway.store.schema import transcripts as T
 
@@ -50,24 +51,21 @@ def transcript_id(workflow: str, conversation: str, split: int = 0) -> str:
     return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
-class TranscriptWriter:
+class TranscriptWriter(BatchWriter[Turn]):
     """Batched writes in a worker thread, like the ledger: a request never waits on the store."""
 
     def __init__(self, engine: Engine, *, batch_size: int = 200, flush_interval: float = 0.25, queue_max: int = 5_000):
-        self._engine = engine
-        self._batch_size = batch_size
-        self._interval = flush_interval
         # a queued turn holds its request's messages (references): a store outage must not hold
         # gigabytes of them, so the cap is in turns of whole requests, not the ledger's 100,000 records
-        self._queue: asyncio.Queue[Turn] = asyncio.Queue(maxsize=queue_max)
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        super().__init__(batch_size=batch_size, flush_interval=flush_interval, queue_max=queue_max)
+        self._engine = engine
         self.written = 0
         self.dropped = 0
 
+    task_name = "transcript-writer"
+
     async def start(self) -> None:
-        self._stopping = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="transcript-writer")
+        self._start_task()
 
     def submit(self, turn: Turn) -> None:
         try:
@@ -75,36 +73,6 @@ class TranscriptWriter:
         except asyncio.QueueFull:  # the store is down or far behind: the request still succeeds
             self.dropped += 1
             log.error("transcript queue full (%d turns); dropping a turn of %s", self._queue.qsize(), turn.workflow)
-
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
-
-    async def stop(self) -> None:
-        """Write every accepted turn, then end: a graceful stop loses nothing accepted."""
-        if self._task is not None:
-            self._stopping.set()
-            await self._task
-            self._task = None
-        while not self._queue.empty():
-            await self._write(self._take())
-
-    def _take(self) -> list[Turn]:
-        batch: list[Turn] = []
-        while len(batch) < self._batch_size and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        return batch
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
-            except TimeoutError:
-                pass
-            while not self._queue.empty():
-                await self._write(self._take())
-            if self._stopping.is_set():
-                return
 
     async def _write(self, batch: list[Turn]) -> None:
         if not batch:
