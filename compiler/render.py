@@ -221,13 +221,35 @@ def render_offline(
             text = rng.choice(node.say) if node.say else node.text
             messages.append({"role": "assistant", "content": fill(text, slots)})
             nodes.append(node.id)
-        elif role == "call":
-            call_id = _call_id(rng)
-            messages.append(_call_message(fc, node, slots, call_id))
-            nodes.append(node.id)
         else:
-            result = step["override"] if step["override"] is not None else node.result
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": fill(result or "{}", slots)})
+            call_id = _tool_step(fc, step, slots, rng, call_id, messages, nodes)
+    return _row(fc, path, messages, slots, nodes, source="offline", seed=seed, variant=variant)
+
+
+def _tool_step(
+    fc: Flowchart, step: Mapping[str, Any], slots: Mapping[str, str], rng: random.Random, call_id: str,
+    messages: list[dict[str, Any]], nodes: list[str],
+) -> str:
+    """Append a planned `call` (the agent's tool call) or `tool` (its result) turn; returns the open call id.
+
+    Shared by offline and teacher rendering: tool turns are never paraphrased.
+    """
+    node = fc.nodes[step["node"]]
+    if step["role"] == "call":
+        call_id = _call_id(rng)
+        messages.append(_call_message(fc, node, slots, call_id))
+        nodes.append(node.id)
+    else:
+        result = step["override"] if step["override"] is not None else node.result
+        messages.append({"role": "tool", "tool_call_id": call_id, "content": fill(result or "{}", slots)})
+    return call_id
+
+
+def _row(
+    fc: Flowchart, path: FlowPath, messages: list[dict[str, Any]], slots: Mapping[str, str], nodes: list[str],
+    **meta: Any,
+) -> dict[str, Any]:
+    """A rendered conversation in the export format, with its `tiergate` metadata (path, outcome, slots)."""
     terminal, outcome = _outcome(fc, path)
     return {
         "messages": messages,
@@ -239,9 +261,7 @@ def render_offline(
             "outcome": outcome,
             "slots": slots,
             "nodes": nodes,
-            "source": "offline",
-            "seed": seed,
-            "variant": variant,
+            **meta,
         },
     }
 

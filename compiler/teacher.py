@@ -21,7 +21,7 @@ from typing import Any
 from compiler.flowchart import Edge, Flowchart, fill
 from compiler.node_judge import NodeJudge
 from compiler.paths import FlowPath
-from compiler.render import _call_id, _call_message, _outcome, _plan, _rng, pick_slots
+from compiler.render import _plan, _rng, _row, _tool_step, pick_slots
 from compiler.teacher_cache import TeacherCache, request_key
 
 Complete = Callable[[str, list[dict[str, Any]]], str]
@@ -157,30 +157,10 @@ def render_teacher(
                 text = call(teacher_model, [{"role": "system", "content": again}, *history]) or fallback
             messages.append({"role": "assistant", "content": text})
             nodes.append(node.id)
-        elif role == "call":
-            call_id = _call_id(rng)
-            messages.append(_call_message(fc, node, slots, call_id))
-            nodes.append(node.id)
         else:
-            result = step["override"] if step["override"] is not None else node.result
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": fill(result or "{}", slots)})
-    terminal, outcome = _outcome(fc, path)
-    return {
-        "messages": messages,
-        "tools": [dict(t) for t in fc.tools],
-        "tiergate": {
-            "path_id": path.id,
-            "workflow": fc.name,
-            "terminal": terminal,
-            "outcome": outcome,
-            "slots": slots,
-            "nodes": nodes,
-            "source": "teacher",
-            "teacher": teacher_model,
-            "simulator": simulator_model,
-            "seed": seed,
-        },
-    }
+            call_id = _tool_step(fc, step, slots, rng, call_id, messages, nodes)
+    return _row(fc, path, messages, slots, nodes, source="teacher", teacher=teacher_model,
+                simulator=simulator_model, seed=seed)
 
 
 def _visible(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
