@@ -1,12 +1,32 @@
 """Train/eval split by path: an eval path is never seen in training.
 
-A held-out path is still made only of edges the training set covers: a model cannot
-be expected to take a branch it never saw, and the eval gate is meant to test that
-the model composes known steps into unseen sequences, not that it guesses. So a path
-goes to eval only if every one of its edges stays covered by the remaining training
-paths; the eval share is therefore a target, and may come out smaller on charts
-where most paths carry an edge no other path has (a tree-shaped chart has none to
-spare).
+A held-out path is still made only of *decisions the training set shows in the same
+loop state*: the eval gate is meant to test that the model composes known local
+decisions into unseen sequences, not that it guesses a decision it never saw in that
+situation. A decision context is (edge taken at a decision hub, loop state when it is
+taken), and a path goes to eval only if every one of its decision contexts (and every
+plain edge it takes) stays covered by the remaining training paths.
+
+The loop state is counted per loop (a strongly connected part of the chart, as the
+paths run it): how many times the path has gone round it so far. For the loop the
+decision itself sits in the count is exact (it is bounded by the unroll limit
+``max_loops`` anyway); for every other loop it is only "gone round yet or not".
+
+Why that granularity. Edges alone are too weak: with a "no flights" retry loop and a
+declined-payment loop, a split by edges could keep "first decline, then ask for a
+person" in training only on paths that went round the no-flights loop first, while
+every training path without that loop retried after a first decline. A small model
+learns that as a rule ("no earlier loop, first decline: retry") and fails the held-out
+path that asks for a person there (travel-booking, seed 3: docs/bench-compile.md).
+Exact counts of every loop are too strong: on a chart whose paths are fixed by how
+often each loop went round, every path's last decision is then a context no other path
+has, and nothing could be held out. Exact for the own loop and yes/no for the others
+keeps every (decision, first-or-later round, other loop taken or not) in training and
+still holds out paths that differ from training paths only in *how many* times another
+loop went round (travel-booking: 16 of its 27 paths qualify).
+
+The eval share is a target: it comes out smaller on charts where most paths carry a
+context no other path has (a tree-shaped chart has none to spare).
 
 Example::
 
@@ -17,10 +37,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Sequence
 
 from compiler.flowchart import FlowchartError
 from compiler.paths import FlowPath
+
+Context = tuple[Hashable, ...]
 
 
 def split_by_path(
@@ -35,18 +57,79 @@ def split_by_path(
         want = 1
     order = list(unique)
     random.Random(f"split|{seed}").shuffle(order)
-    coverage: Counter[int] = Counter(i for p in unique for i in set(p.edges))
+    contexts = decision_contexts(unique)
+    coverage: Counter[Context] = Counter(c for p in unique for c in contexts[p.id])
     held: set[str] = set()
     for p in order:
         if len(held) >= want or len(held) >= len(unique) - 1:
             break
-        mine = set(p.edges)
-        if all(coverage[i] >= 2 for i in mine):
+        mine = contexts[p.id]
+        if all(coverage[c] >= 2 for c in mine):
             held.add(p.id)
             coverage.subtract(mine)
     train = [p for p in unique if p.id not in held]
     evals = [p for p in unique if p.id in held]
     return train, evals
+
+
+def decision_contexts(paths: Sequence[FlowPath]) -> dict[str, set[Context]]:
+    """Per path id: its plain edges ``("edge", i)`` and its decision contexts ``("decision", i, state)``.
+
+    Decision hubs, loops and the state are read off the paths themselves: a hub is a node
+    the paths leave by two or more edges; a loop is a strongly connected set of nodes of the
+    graph the paths run (two nodes or more, or one with an edge to itself); ``state`` is one
+    ``(loop, rounds)`` per loop, rounds so far (visits of its most visited node, minus one),
+    exact for the loop holding the hub and capped at 1 for the others.
+    """
+    succ: dict[str, set[str]] = {}
+    outs: dict[str, set[int]] = {}
+    for p in paths:
+        for k, e in enumerate(p.edges):
+            succ.setdefault(p.nodes[k], set()).add(p.nodes[k + 1])
+            outs.setdefault(p.nodes[k], set()).add(e)
+    hubs = {n for n, es in outs.items() if len(es) >= 2}
+    loop_of = _loops(succ)
+    loops = sorted(set(loop_of.values()))
+    result: dict[str, set[Context]] = {}
+    for p in paths:
+        visits: Counter[str] = Counter()
+        rounds: Counter[str] = Counter()
+        mine: set[Context] = set()
+        for k, e in enumerate(p.edges):
+            node = p.nodes[k]
+            visits[node] += 1
+            loop = loop_of.get(node)
+            if loop is not None:
+                rounds[loop] = max(rounds[loop], visits[node] - 1)
+            if node in hubs:
+                state = tuple((name, rounds[name] if name == loop else min(rounds[name], 1)) for name in loops)
+                mine.add(("decision", e, state))
+            else:
+                mine.add(("edge", e))
+        result[p.id] = mine
+    return result
+
+
+def _loops(succ: dict[str, set[str]]) -> dict[str, str]:
+    """Node -> name of its loop (the smallest node name in its strongly connected set); loop nodes only."""
+
+    def reach(origin: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [origin]
+        while todo:
+            for nxt in succ.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    ahead = {n: reach(n) for n in succ}
+    loop_of: dict[str, str] = {}
+    for n, fwd in ahead.items():
+        if n in fwd:  # n can come back to itself
+            members = {m for m in fwd if n in ahead.get(m, ())} | {n}
+            loop_of[n] = min(members)
+    return loop_of
 
 
 def edges_covered(paths: Iterable[FlowPath]) -> set[int]:
