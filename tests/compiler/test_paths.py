@@ -10,8 +10,8 @@ import pytest
 
 from compiler.flowchart import Flowchart, FlowchartError
 from compiler.formats import load_flowchart
-from compiler.paths import count_paths, enumerate_paths
-from compiler.split import edges_covered, split_by_path
+from compiler.paths import FlowPath, count_paths, enumerate_paths
+from compiler.split import decision_contexts, edges_covered, split_by_path
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "configs" / "workflows"
 
@@ -30,6 +30,9 @@ TWO_DECISIONS = [
     ("D2", "T2"),
 ]
 THREE_TERMINALS = [("start", "D1"), ("D1", "T1"), ("D1", "T2"), ("D1", "T3")]
+# two ways round one loop at A, then a decision D1 outside it
+LOOP_THEN_DECISION = [("start", "A"), ("A", "X"), ("X", "A"), ("A", "Y"), ("Y", "A"), ("A", "D1"), ("D1", "T1"),
+                      ("D1", "T2")]
 
 
 @pytest.mark.parametrize(
@@ -165,3 +168,61 @@ def test_split_holds_nothing_back_when_every_path_has_a_unique_edge(
 def test_split_refuses_bad_share() -> None:
     with pytest.raises(FlowchartError, match="`eval_share` is 1.0"):
         split_by_path([], 1.0, 0)
+
+
+def _route(p: FlowPath) -> str:
+    return "".join(n for n in p.nodes if n != "start")
+
+
+def _assert_held_contexts_stay_in_training(train: list[FlowPath], held: list[FlowPath]) -> None:
+    ctx = decision_contexts(train + held)
+    seen = set().union(*(ctx[p.id] for p in train))
+    for p in held:
+        assert ctx[p.id] <= seen, f"{_route(p)} takes a decision training never shows in that loop state"
+
+
+def test_split_keeps_in_training_a_decision_seen_nowhere_else_in_its_loop_state(
+    make_chart: Callable[..., Flowchart],
+) -> None:
+    # A D1 T1 and A D1 T2 are the only paths that decide at D1 without going round the loop first: every
+    # edge of theirs is on other paths too (an edge-only split may hold them out), their decision is not
+    paths = enumerate_paths(make_chart(LOOP_THEN_DECISION), max_loops=1).paths
+    assert sorted(_route(p) for p in paths) == ["AD1T1", "AD1T2", "AXAD1T1", "AXAD1T2", "AYAD1T1", "AYAD1T2"]
+    for seed in range(20):
+        train, held = split_by_path(paths, eval_share=0.5, seed=seed)
+        routes = {_route(p) for p in held}
+        assert not routes & {"AD1T1", "AD1T2"}, f"seed {seed} held out {sorted(routes)}"
+        # the share is a target: two of the four looping paths, not one of each pair that shares a context
+        assert len(held) == 2 and routes not in ({"AXAD1T1", "AYAD1T1"}, {"AXAD1T2", "AYAD1T2"})
+        _assert_held_contexts_stay_in_training(train, held)
+
+
+def test_split_may_hold_out_a_path_that_only_goes_round_a_loop_more_often(
+    make_chart: Callable[..., Flowchart],
+) -> None:
+    # one failed try (B back to A) before the exit: "exit after a round" is also on the two-failure path,
+    # so it may be held out; the two-failure path's second loop back is its own, so it stays. Exact visit
+    # counts as the loop state would leave nothing to hold out here.
+    paths = enumerate_paths(make_chart(RETRY), max_loops=2).paths
+    for seed in range(10):
+        train, held = split_by_path(paths, eval_share=0.5, seed=seed)
+        assert [_route(p) for p in held] == ["ABABT1"]
+        assert sorted(_route(p) for p in train) == ["ABABABT1", "ABT1"]
+    paths = enumerate_paths(make_chart(LOOP_THEN_DECISION), max_loops=2).paths
+    held_routes = {_route(p) for seed in range(10) for p in split_by_path(paths, 0.3, seed)[1]}
+    assert any(r.count("A") == 3 for r in held_routes), "a path twice round the loop may be held out"
+
+
+def test_travel_booking_keeps_first_decline_then_a_person_in_training() -> None:
+    """Seed 3's old failure (docs/bench-compile.md): a person asked for right after the first declined payment,
+    with no "no flights" loop before, was held out while training only showed it after that loop."""
+    fc = load_flowchart(WORKFLOWS / "travel-booking.yaml")
+    paths = enumerate_paths(fc, max_loops=2, budget=400).paths
+    first_decline_person = ("start", "ask_trip", "search_flights", "flights_found", "offer_flight", "offer_answer",
+                            "book_flight", "booking_ok", "payment_failed", "payment_answer", "handover")
+    assert any(p.nodes == first_decline_person for p in paths)
+    for seed in range(20):
+        train, held = split_by_path(paths, eval_share=0.2, seed=seed)
+        assert len(held) == 5 and len(train) == 22, f"seed {seed}: the 0.2 share of 27 paths is reachable"
+        assert all(p.nodes != first_decline_person for p in held), f"seed {seed}"
+        _assert_held_contexts_stay_in_training(train, held)
