@@ -2,6 +2,8 @@
 
 tiergate serve --config configs/tiergate.yaml --port 8080
 tiergate workflows
+tiergate export acme --out acme.jsonl
+tiergate flowchart mine acme --out acme.yaml      # the compiler's command, reading the store through `captured_lines`
 """
 
 from __future__ import annotations
@@ -10,13 +12,18 @@ import importlib
 import logging
 import os
 import sys
-from typing import Annotated, Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gateway.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(
     name="tiergate",
@@ -54,6 +61,30 @@ def settings_or_exit(config: str | None) -> Settings:
         return settings
     except ConfigError as exc:
         raise fail(str(exc)) from None
+
+
+def store_name(settings: Settings) -> str:
+    """The store's URL without credentials, for messages."""
+    return settings.storage.url.split("@")[-1]
+
+
+def open_store(settings: Settings) -> Engine:
+    """The config's store, migrated like `serve` leaves it; an unreachable one exits with one line, code 2."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.store.engine import make_engine, migrate
+
+    engine = None
+    try:
+        engine = make_engine(settings.storage.url)
+        migrate(engine)
+    except (SQLAlchemyError, OSError) as exc:
+        if engine is not None:
+            engine.dispose()
+        raise fail(
+            f"cannot read the store {store_name(settings)}: {type(exc).__name__}; check storage.url in the config"
+        ) from None
+    return engine
 
 
 def setup_logging(level: str) -> None:
@@ -109,20 +140,17 @@ def workflows(config: ConfigOpt = None) -> None:
     """Print per-workflow traffic, cost and savings from the ledger, and which rungs are active and why."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from gateway.store.engine import make_engine, migrate
     from gateway.store.queries import workflow_summaries
 
     settings = settings_or_exit(config)
+    engine = open_store(settings)
     try:
-        engine = make_engine(settings.storage.url)
-        migrate(engine)
         rows = workflow_summaries(engine)
     except SQLAlchemyError as exc:
         raise fail(
-            f"cannot read the store {settings.storage.url.split('@')[-1]}: {type(exc).__name__}; "
-            "check storage.url in the config"
+            f"cannot read the store {store_name(settings)}: {type(exc).__name__}; check storage.url in the config"
         ) from None
-    table = Table(title=f"workflows ({settings.storage.url.split('@')[-1]})")
+    table = Table(title=f"workflows ({store_name(settings)})")
     for col in (
         "workflow",
         "requests",
@@ -197,19 +225,16 @@ def export(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from gateway.store.engine import make_engine, migrate
     from gateway.store.transcripts import export_lines
 
     settings = settings_or_exit(config)
     start = _since(since)
+    engine = open_store(settings)
     try:
-        engine = make_engine(settings.storage.url)
-        migrate(engine)
         fh = sys.stdout.buffer if out == "-" else open(out, "wb")  # noqa: SIM115
     except OSError as exc:
+        engine.dispose()
         raise fail(f"cannot write `{out}`: {exc.strerror or exc}") from None
-    except SQLAlchemyError as exc:
-        raise fail(f"cannot read the store {settings.storage.url.split('@')[-1]}: {type(exc).__name__}") from None
     n = 0
     try:
         for line in export_lines(engine, workflow, since=start, limit=limit):
@@ -231,6 +256,42 @@ def export(
     Console(stderr=True, highlight=False).print(f"wrote {n} conversations of `{workflow}` to {out}", markup=False)
 
 
+def captured_lines(workflow: str, config: str | None) -> Iterator[bytes]:
+    """A workflow's captured conversations as `tiergate export` lines: what `flowchart mine WORKFLOW` reads.
+
+    The compiler's `mine` (compiler/mine/cli.py, `CapturedLines`) gets this reader as the Typer context
+    object, so it reads the store without importing the gateway. It streams keyset pages like `export`;
+    a name with no conversations (a mistyped file, most likely) or an unreachable store exits with one line.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.store.engine import normalise_url
+    from gateway.store.transcripts import export_lines
+
+    settings = settings_or_exit(config)
+    missing = (
+        f"no file `{workflow}` and no workflow `{workflow}` with captured conversations in {store_name(settings)}; "
+        "run `tiergate workflows` to see names, or pass a JSONL export"
+    )
+    url = make_url(normalise_url(settings.storage.url))
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not Path(database).expanduser().exists():
+        raise fail(missing)  # opening it would leave an empty store behind a mistyped file name
+    engine = open_store(settings)
+    n = 0
+    try:
+        for line in export_lines(engine, workflow):
+            n += 1
+            yield line
+    except SQLAlchemyError as exc:
+        raise fail(f"reading the store {store_name(settings)} failed after {n} conversations: {type(exc).__name__}") from None
+    finally:
+        engine.dispose()
+    if n == 0:
+        raise fail(missing)
+
+
 def _register_optional(module: str) -> None:
     """Add the router's and the compiler's commands; they stay out of the gateway's import graph."""
     try:
@@ -246,7 +307,8 @@ def main() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     for module in ("gateway.loop.cli", "router.cli", "compiler.cli"):
         _register_optional(module)
-    app()
+    # the compiler's commands read the store through plain callables (key: compiler.mine.cli.CAPTURED_LINES)
+    app(obj={"captured_lines": captured_lines})
 
 
 if __name__ == "__main__":

@@ -1,19 +1,24 @@
 """`tiergate flowchart mine SOURCE`: a flowchart draft from a workflow's captured conversations.
 
+    tiergate flowchart mine acme --out acme-mined.yaml           # the workflow's conversations in the store
     tiergate flowchart mine exports/travel.jsonl --out travel-mined.yaml
     tiergate flowchart mine exports/travel.jsonl --to mermaid --out travel-mined.mmd
-    python -m compiler.mine.cli exports/travel.jsonl        # before the `tiergate` app wires it in
+    python -m compiler.mine.cli exports/travel.jsonl        # files only: no gateway, no store
 
-SOURCE is a JSONL file in the OpenAI chat format (one ``{"messages", "tools"}`` a line),
-what ``tiergate export WORKFLOW`` writes. The report (fitness on held-out conversations,
-coverage, slots, the static/transient split) goes to stderr; the chart to ``--out`` or
-stdout.
+SOURCE is a JSONL file in the OpenAI chat format (one ``{"messages", "tools"}`` a line), what
+``tiergate export WORKFLOW`` writes, or, when no such file exists, a workflow's name: the
+``tiergate`` app then streams that workflow's captured conversations from the gateway's store
+(``--config``, as ``tiergate export`` resolves it) into the same reader. The compiler never imports the
+gateway: the app hands the reader over as the Typer context object (:data:`CAPTURED_LINES`). The
+report (fitness on held-out conversations, coverage, slots, the static/transient split) goes to
+stderr; the chart to ``--out`` or stdout.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +31,15 @@ from compiler.mine.draw import to_mermaid
 if TYPE_CHECKING:  # the miner pulls in scikit-learn: imported when `mine` runs, not with every command
     from compiler.mine.fitness import FitnessReport
     from compiler.mine.miner import MinedWorkflow
+    from compiler.mine.traces import Trace
+
+CapturedLines = Callable[[str, str | None], Iterable[bytes]]
+"""``(workflow, config) -> its captured conversations`` as `tiergate export` lines, oldest first.
+
+The reader reports its own failures (an unknown workflow, a store it cannot reach) in one line and
+raises ``typer.Exit``; it is plain data across the package border, so the compiler needs no gateway import.
+"""
+CAPTURED_LINES = "captured_lines"  # key of the reader in the Typer context object (``app(obj={...})``)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -92,18 +106,53 @@ def report_lines(mined: MinedWorkflow, fit: FitnessReport | None, misfits: int =
     return lines
 
 
+def read_source(
+    source: str, config: str | None, captured: CapturedLines | None
+) -> tuple[list[Trace], str, str]:
+    """``(traces, default chart name, what to call the source in messages)``: a file, else a workflow.
+
+    Without a reader (``python -m compiler.mine.cli``) SOURCE is always a file.
+    """
+    from compiler.mine.traces import read_traces, traces_from_lines
+
+    path = Path(source)
+    if captured is None or path.is_file():
+        return read_traces(path), path.stem, f"`{path}`"
+    lines = captured(source, config)
+    try:
+        return traces_from_lines(lines, f"`{source}`", unit="conversation"), source, f"workflow `{source}`"
+    finally:
+        close = getattr(lines, "close", None)
+        if close is not None:  # a generator holding the store's connection: release it now, not at GC
+            close()
+
+
+def _captured_lines(ctx: typer.Context) -> CapturedLines | None:
+    obj = ctx.find_root().obj
+    reader = obj.get(CAPTURED_LINES) if isinstance(obj, dict) else None
+    return reader if callable(reader) else None
+
+
 def register_mine(flowchart_app: typer.Typer) -> None:
     """Add `mine` to the `tiergate flowchart` sub-app."""
 
     @flowchart_app.command("mine")
     def mine_cmd(
-        source: Path = typer.Argument(..., help="Captured conversations: JSONL, one OpenAI chat object a line."),
+        ctx: typer.Context,
+        source: str = typer.Argument(
+            ...,
+            metavar="SOURCE",
+            help="A JSONL export (one OpenAI chat object a line), or, when no such file exists, "
+            "a workflow's name: its conversations captured in the gateway's store.",
+        ),
         out: Path | None = typer.Option(None, "--out", help="Write the chart here instead of stdout."),
         holdout: float = typer.Option(
             0.2, "--holdout", min=0.0, max=0.9, help="Share of conversations held out to measure fitness."
         ),
         to: str = typer.Option("yaml", "--to", help="Output format: yaml or mermaid."),
-        name: str | None = typer.Option(None, "--name", help="Workflow name (default: the file name)."),
+        name: str | None = typer.Option(
+            None, "--name", help="Workflow name in the chart (default: the file name, or the workflow's)."
+        ),
         seed: int = typer.Option(0, "--seed", help="Seed of the held-out draw."),
         noise: float = typer.Option(
             0.0, "--noise", min=0.0, max=0.5,
@@ -112,19 +161,33 @@ def register_mine(flowchart_app: typer.Typer) -> None:
         min_support: int | None = typer.Option(
             None, "--min-support", min=1, help="Turns each side of a node split needs (default: 2% of conversations, >= 5)."
         ),
+        config: str | None = typer.Option(
+            None, "--config", "-c",
+            help="Gateway config whose store holds the workflow SOURCE names "
+            "(default: $TIERGATE_CONFIG, configs/tiergate.yaml, embedded).",
+        ),
     ) -> None:
-        """Mine a flowchart draft from captured conversations and report its fitness on held-out ones."""
+        """Mine a flowchart draft from captured conversations and report its fitness on held-out ones.
+
+        SOURCE is a JSONL export or a workflow's name (`tiergate workflows` lists them).
+        """
         from compiler.mine.fitness import fitness
-        from compiler.mine.miner import holdout_split, mine
-        from compiler.mine.traces import MineError, read_traces
+        from compiler.mine.miner import fewest_to_hold_out, holdout_split, mine
+        from compiler.mine.traces import MineError
 
         fmt = to.lower()
         if fmt not in ("yaml", "yml", "mermaid", "mmd"):
             raise _fail(f"cannot write `{to}`; use --to yaml or --to mermaid")
         try:
-            traces = read_traces(source)
+            traces, default_name, what = read_source(source, config, _captured_lines(ctx))
             train, held_out = holdout_split(traces, holdout, seed=seed)
-            mined = mine(train, name=name or source.stem, min_support=min_support, noise=noise)
+            if holdout > 0 and not held_out:
+                raise MineError(
+                    f"{what} has {len(traces)} conversation(s) with an assistant turn; --holdout {holdout:g} "
+                    f"needs at least {fewest_to_hold_out(holdout)} to hold one out and measure fitness: "
+                    "capture more, or pass --holdout 0 to mine them all without fitness"
+                )
+            mined = mine(train, name=name or default_name, min_support=min_support, noise=noise)
             fit = fitness(mined, held_out) if held_out else None
             lines = report_lines(mined, fit)
         except (MineError, FlowchartError) as exc:

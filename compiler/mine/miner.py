@@ -126,6 +126,20 @@ def holdout_split(traces: Sequence[Trace], share: float, seed: int = 0) -> tuple
         raise MineError(f"holdout share `{share}` must be in [0, 1); e.g. 0.2 holds out a fifth")
     order = list(range(len(traces)))
     random.Random(seed).shuffle(order)
-    n_out = min(int(round(share * len(traces))), len(traces) - 1)
-    out = set(order[:n_out])
+    out = set(order[:held_out_count(len(traces), share)])
     return [t for i, t in enumerate(traces) if i not in out], [t for i, t in enumerate(traces) if i in out]
+
+
+def held_out_count(conversations: int, share: float) -> int:
+    """How many of ``conversations`` :func:`holdout_split` holds out: ``share`` of them, rounded, at most all but one."""
+    return max(0, min(int(round(share * conversations)), conversations - 1))
+
+
+def fewest_to_hold_out(share: float) -> int:
+    """The fewest conversations of which ``share`` (> 0) holds at least one out: 3 for 0.2, 2 for 0.5."""
+    if share <= 0:
+        raise MineError(f"holdout share `{share}` holds nothing out, however many conversations there are")
+    n = max(2, int(0.5 / share))
+    while held_out_count(n, share) < 1:
+        n += 1
+    return n

@@ -167,26 +167,42 @@ def trace_from_record(record: Any, trace_id: str) -> Trace:
 def read_traces(path: str | Path) -> list[Trace]:
     """Read a JSONL export (one conversation a line); a bad line raises naming its number.
 
-    Conversations without an assistant turn carry nothing to mine and are skipped.
+    Conversations without an assistant turn carry nothing to mine and are skipped. The file is read
+    line by line: only the traces stay in memory, never the file's text besides them.
     """
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        with open(p, "rb") as fh:  # bytes: lines end at b"\n" only (a U+2028 inside a string is no line end)
+            return traces_from_lines(fh, f"`{p.name}`", where=f"`{p}`")
     except OSError as exc:
         raise MineError(f"`{p}`: cannot read the conversations ({exc.strerror or exc}); check the path") from exc
+
+
+def traces_from_lines(
+    lines: Iterable[str | bytes], label: str, *, unit: str = "line", where: str | None = None
+) -> list[Trace]:
+    """JSONL lines (a file's, or an export streamed from the gateway's store) as traces.
+
+    A trace's id is ``f"{label} {unit} {n}"`` (``n`` counts lines from 1); errors name ``where``
+    (default: ``label``). Lines are parsed one at a time, so a streamed export is never held whole.
+
+        traces_from_lines(export_lines(engine, "acme"), "`acme`", unit="conversation")
+    """
+    where = where or label
     out: list[Trace] = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise MineError(f"`{p}` line {n}: not JSON ({exc.msg}); each line must be one conversation") from exc
-        trace = trace_from_record(record, f"`{p.name}` line {n}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            raise MineError(f"{where} {unit} {n}: not JSON ({why}); each line must be one conversation") from exc
+        trace = trace_from_record(record, f"{label} {unit} {n}")
         if trace.turns:
             out.append(trace)
     if not out:
-        raise MineError(f"`{p}`: no conversation with an assistant turn; export the workflow's traffic first")
+        raise MineError(f"{where}: no conversation with an assistant turn; export the workflow's traffic first")
     return out
 
 

@@ -247,6 +247,10 @@ def test_cli_writes_a_chart_that_check_accepts_and_reports_fitness(tmp_path: Pat
         ('{"messages": []}\nnot json\n', [], "line 2: not JSON"),
         ('{"messages": [{"role": "user", "content": "hi"}]}\n', [], "no conversation with an assistant turn"),
         (json.dumps(KNOWN[0]) + "\n", ["--to", "png"], "cannot write `png`"),
+        (json.dumps(KNOWN[0]) + "\n" + json.dumps(KNOWN[1]) + "\n", [],
+         "in.jsonl` has 2 conversation(s) with an assistant turn; --holdout 0.2 needs at least 3 to hold one out"),
+        (json.dumps(KNOWN[0]) + "\n", ["--holdout", "0.5"], "has 1 conversation(s) with an assistant turn; "
+         "--holdout 0.5 needs at least 2 to hold one out and measure fitness: capture more, or pass --holdout 0"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path: Path, content: str | None, args: list[str], message: str) -> None:
@@ -259,12 +263,68 @@ def test_cli_errors_are_one_line(tmp_path: Path, content: str | None, args: list
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+@pytest.mark.parametrize(("share", "fewest"), [(0.2, 3), (0.25, 3), (0.3, 2), (0.5, 2), (0.9, 2), (0.1, 6), (0.01, 51)])
+def test_fewest_to_hold_out_is_the_first_count_holdout_split_holds_one_of(share: float, fewest: int) -> None:
+    from compiler.mine.miner import fewest_to_hold_out
+
+    assert fewest_to_hold_out(share) == fewest
+    assert len(holdout_split(traces_from_records(KNOWN * 8)[:fewest], share)[1]) == 1
+    assert holdout_split(traces_from_records(KNOWN * 8)[: fewest - 1], share)[1] == []
+
+
+def test_a_workflow_name_is_read_through_the_apps_reader_and_a_file_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The contract with the gateway (gateway/cli.py `captured_lines`): a reader in the context object."""
+    from compiler.mine.cli import CAPTURED_LINES
+
+    asked: list[tuple[str, str | None]] = []
+
+    def captured(workflow: str, config: str | None) -> Any:
+        asked.append((workflow, config))
+        for record in KNOWN * 2:
+            yield json.dumps(record).encode() + b"\n"
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "w.yaml"
+    result = CliRunner().invoke(_cli(), ["flowchart", "mine", "weather", "-c", "gw.yaml", "--out", str(out)],
+                                obj={CAPTURED_LINES: captured})
+    assert result.exit_code == 0, result.output
+    assert asked == [("weather", "gw.yaml")]
+    assert yaml.safe_load(out.read_text(encoding="utf-8"))["name"] == "weather"
+    assert "replay fitness: 1.000 (3/3 held-out conversations fit)" in result.stderr
+    (tmp_path / "weather").write_text("".join(json.dumps(r) + "\n" for r in KNOWN), encoding="utf-8")
+    result = CliRunner().invoke(_cli(), ["flowchart", "mine", "weather", "--holdout", "0"], obj={CAPTURED_LINES: captured})
+    assert result.exit_code == 0 and asked == [("weather", "gw.yaml")]  # the file named `weather` was read
+    assert result.stderr.startswith("mined `weather` from 7 conversations")
+
+    def broken(workflow: str, config: str | None) -> Any:
+        yield json.dumps(KNOWN[0]).encode()
+        yield b"{not json"
+
+    result = CliRunner().invoke(_cli(), ["flowchart", "mine", "acme"], obj={CAPTURED_LINES: broken})
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: `acme` conversation 2: not JSON (Expecting property name enclosed in double quotes); "
+        "each line must be one conversation"
+    ]
+
+
 def test_read_traces_skips_conversations_without_an_agent_turn(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n\n"
                       + json.dumps(KNOWN[0]) + "\n", encoding="utf-8")
     traces = read_traces(source)
     assert [t.id for t in traces] == ["`in.jsonl` line 3"]
+
+
+def test_a_line_separator_inside_a_string_is_no_line_end_and_bad_utf8_is_one_line(tmp_path: Path) -> None:
+    record = json.loads(json.dumps(KNOWN[0]))
+    record["messages"][1]["content"] = "Hi\u2028there"
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert [t.turns[0].user for t in read_traces(source)] == [("Hi\u2028there",)]
+    source.write_bytes(b'{"messages": "\xff"}\n')
+    with pytest.raises(MineError, match=r"in.jsonl` line 1: not JSON \(not UTF-8\)"):
+        read_traces(source)
 
 
 def test_the_mermaid_drawing_reads_back_as_the_same_chart() -> None:
