@@ -47,10 +47,12 @@ def register(app: typer.Typer) -> None:
             "--set", help="Any config field, e.g. `--set data.variants_per_path=20`.")] = None,
         from_traffic: Annotated[Path | None, typer.Option(
             "--from-traffic", help="No flowchart: mine this JSONL export, train on it, gate on replay too.")] = None,
-        replay_min_accuracy: Annotated[float, typer.Option(
-            "--replay-min-accuracy", help="--from-traffic: replay gate turn accuracy to pass.")] = 0.9,
-        holdout: Annotated[float, typer.Option(
-            "--holdout", help="--from-traffic: share of conversations held out for fitness and replay.")] = 0.2,
+        replay_min_accuracy: Annotated[float | None, typer.Option(
+            "--replay-min-accuracy",
+            help="--from-traffic: replay gate turn accuracy to pass (`gate.min_replay_accuracy`).")] = None,
+        holdout: Annotated[float | None, typer.Option(
+            "--holdout", help="--from-traffic: share of conversations held out for fitness and replay "
+                              "(`gate.replay_holdout`).")] = None,
     ) -> None:
         """Compile a workflow into a small model's weights; the artifact is written only if the eval gate passes."""
         from .config import load_compile_config
@@ -63,7 +65,8 @@ def register(app: typer.Typer) -> None:
             _fail(str(exc))
         for key, value in (("train.base_model", base_model), ("train.max_steps", max_steps),
                            ("data.teacher_model", teacher), ("data.traffic", str(traffic) if traffic else None),
-                           ("data.max_teacher_usd", max_teacher_usd)):
+                           ("data.max_teacher_usd", max_teacher_usd),
+                           ("gate.min_replay_accuracy", replay_min_accuracy), ("gate.replay_holdout", holdout)):
             if value is not None:
                 overrides[key] = value
         if lora:
@@ -92,8 +95,7 @@ def register(app: typer.Typer) -> None:
             from .traffic_compile import compile_from_traffic, summary
 
             try:
-                res = compile_from_traffic(from_traffic, out, cfg, holdout=holdout, min_replay=replay_min_accuracy,
-                                           echo=typer.echo)
+                res = compile_from_traffic(from_traffic, out, cfg, echo=typer.echo)
             except (ValueError, FileNotFoundError) as exc:
                 _fail(str(exc))
             typer.echo(summary(res))

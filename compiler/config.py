@@ -52,6 +52,12 @@ class DataConfig:
     traffic: str | None = field(
         default=None, metadata={"help": "JSONL of logged conversations (OpenAI chat format) to add to training."}
     )
+    value_variants: int = field(default=4, metadata={"help": (
+        "Compile from traffic: copies of each captured training conversation with its slot values swapped "
+        "(new digits in the same shape, or another value of the slot seen in the traffic), so the model "
+        "learns to copy values rather than memorise them (compiler/variants.py). 0 trains the captured "
+        "conversations only."
+    )})
     teacher_model: str | None = field(
         default=None, metadata={"help": "litellm model that renders conversations; None renders offline."}
     )
@@ -132,6 +138,18 @@ class GateConfig:
     min_success_rate: float = field(default=0.90, metadata={"help": "Held-out full-conversation success to pass."})
     min_tool_accuracy: float = field(default=0.0, metadata={"help": "Held-out exact tool-call rate to pass."})
     min_judge_score: float = field(default=0.0, metadata={"help": "Mean judge score (1-5) to pass when judged."})
+    min_replay_accuracy: float = field(default=0.9, metadata={"help": (
+        "Compile from traffic: share of held-out captured agent turns where the compiled model's next action "
+        "is the frontier's recorded one (tool call: name and arguments exact; text: same node) to pass."
+    )})
+    min_replay_node_accuracy: float = field(default=0.0, metadata={"help": (
+        "Compile from traffic: the replay accuracy every mined node must reach on its own to pass (0: no "
+        "per-node bar; the per-node figures are in the report either way)."
+    )})
+    replay_holdout: float = field(default=0.2, metadata={"help": (
+        "Compile from traffic: share of captured conversations (whole conversations) held out from mining "
+        "and training, for the mined graph's fitness and the replay gate."
+    )})
     max_new_tokens: int = field(default=96, metadata={"help": "Greedy decoding limit per agent turn."})
     max_turns: int = field(default=40, metadata={"help": "Agent turns after which a conversation is cut off."})
     teacher_model: str | None = field(

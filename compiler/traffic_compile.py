@@ -9,7 +9,8 @@ the gateway's job runner follows both alike):
    rest into a flowchart draft (``mined/chart.yaml``, ``chart.mmd``) and measure its fitness and
    coverage on the held-out ones (``mined/report.json``);
 2. **data** (``data/``): the mined conversations themselves in the shape the compiled model is
-   served (see :func:`served_messages`), plus offline-rendered conversations of the mined paths the
+   served (see :func:`served_messages`), each with ``data.value_variants`` copies whose slot values are
+   swapped (compiler/variants.py: copy lessons, not memorised values), plus offline-rendered conversations of the mined paths the
    traffic covers thinly (fewer than ``thin`` conversations), built from real utterances and replies;
 3. **train** (``run/``): the pipeline's trainer;
 4. **gate** (``eval/``): the simulator on the mined graph (the flowchart compile's gate) and the
@@ -67,6 +68,22 @@ def training_row(trace: Trace, mined: MinedWorkflow) -> dict[str, Any]:
     return {"messages": served_messages(trace.messages, persona, static),
             "tools": [dict(t) for t in mined.flowchart.tools],
             "tiergate": {"workflow": mined.flowchart.name, "source": "traffic", "conversation": trace.id}}
+
+
+def captured_rows(traces: Sequence[Trace], mined: MinedWorkflow, variants: int, seed: int) -> tuple[list[dict[str, Any]], int]:
+    """The captured conversations as training rows, each followed by ``variants`` value-swapped copies
+    (compiler/variants.py); returns the rows and how many of them are variants."""
+    from .variants import value_variants
+
+    pools = {s.name: list(s.values) for s in mined.slots.slots}
+    rows: list[dict[str, Any]] = []
+    swapped = 0
+    for trace in traces:
+        row = training_row(trace, mined)
+        more = value_variants(row, mined.bind(trace), pools, variants, f"{seed}|{trace.id}")
+        rows += [row, *more]
+        swapped += len(more)
+    return rows, swapped
 
 
 def _with_steps(row: dict[str, Any], mined: MinedWorkflow) -> dict[str, Any]:
@@ -178,10 +195,12 @@ def _workflow_name(traffic: str | Path, traces: Sequence[Trace]) -> str:
 
 def compile_from_traffic(
     traffic: str | Path, out_dir: str | Path, cfg: CompileConfig | None = None, *,
-    holdout: float = 0.2, seed: int = 0, thin: int = 3, min_replay: float = 0.9, min_replay_node: float = 0.0,
-    name: str | None = None, echo: Callable[[str], None] = print,
+    seed: int = 0, thin: int = 3, name: str | None = None, echo: Callable[[str], None] = print,
 ) -> CompileResult:
-    """Mine, build the data, train, gate (simulator + replay) and write the artifact when both pass."""
+    """Mine, build the data, train, gate (simulator + replay) and write the artifact when both pass.
+
+    The held-out share and the replay thresholds are the config's (``gate.replay_holdout``,
+    ``gate.min_replay_accuracy``, ``gate.min_replay_node_accuracy``)."""
     from .artifact import Manifest, tool_call_parser, write_artifact, write_gate_failure
     from .base_model import check_base_model, check_base_template, load_trained
     from .evaluate import evaluate, report_markdown, write_report
@@ -191,6 +210,11 @@ def compile_from_traffic(
     from .train import train as run_train
 
     cfg = cfg or CompileConfig()
+    holdout = cfg.gate.replay_holdout
+    min_replay, min_replay_node = cfg.gate.min_replay_accuracy, cfg.gate.min_replay_node_accuracy
+    if not 0.0 < holdout < 1.0:
+        raise ValueError(f"`gate.replay_holdout` is {holdout}; it must be above 0 and below 1 (the replay gate "
+                         "needs held-out conversations)")
     check_base_model(cfg.train.base_model, lora=cfg.train.lora)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,10 +227,12 @@ def compile_from_traffic(
 
     t = time.monotonic()
     d = cfg.data
-    captured = [training_row(tr, mined) for tr in mined_set]
+    captured, swapped = captured_rows(mined_set, mined, d.value_variants, d.seed)
     rendered, paths, path_info = _thin_rows(mined, cfg, thin)
     train_rows = captured + rendered
-    eval_rows = _spread([r for p in paths if (r := render_path(fc, p, d.seed, EVAL_VARIANT_BASE)) is not None],
+    # the simulator drives the model the way the app will: the app's step line before each agent turn
+    eval_rows = _spread([_with_steps(r, mined) for p in paths
+                         if (r := render_path(fc, p, d.seed, EVAL_VARIANT_BASE)) is not None],
                         d.max_eval_conversations)
     loss_rows = [training_row(tr, mined) for tr in held[: max(1, len(held) // 2)]]
     loss_rows += [_with_steps(r, mined) for p in _spread(paths, 10)
@@ -221,13 +247,14 @@ def compile_from_traffic(
         "workflow": fc.name, "flowchart_hash": fc.digest(), "source": "traffic",
         "paths": path_info,
         "coverage": coverage,
-        "conversations": {"captured": len(mined_set) + len(held), "train_captured": len(captured),
+        "conversations": {"captured": len(mined_set) + len(held), "train_captured": len(mined_set),
+                          "train_value_variants": swapped,
                           "train_rendered": len(rendered), "train": len(train_rows), "eval": len(eval_rows),
                           "replay": len(held), "heldout_loss": len(loss_rows)},
         "mode": "traffic",
     }
     write_json_atomic(data_dir / "meta.json", meta)
-    echo(f"data: {len(captured)} captured + {len(rendered)} rendered ({path_info['thin']} thin paths of "
+    echo(f"data: {len(mined_set)} captured (+ {swapped} value-swapped copies) + {len(rendered)} rendered ({path_info['thin']} thin paths of "
          f"{path_info['total']}) conversations; {len(held)} held out for the replay gate")
     stages["data"] = round(time.monotonic() - t, 2)
 
