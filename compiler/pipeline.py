@@ -70,12 +70,12 @@ def build_data(fc: Any, cfg: CompileConfig, out: Path, echo: Callable[[str], Non
     """Paths, split and rendered conversations; returns the metadata written to ``data/meta.json``."""
     from .paths import enumerate_paths
     from .render import render_offline
-    from .split import edges_covered, split_by_path
+    from .split import edges_covered, split_with_rule
     from .teacher_run import render_teacher_jobs
 
     d = cfg.data
     ps = enumerate_paths(fc, max_loops=d.max_loops, budget=d.path_budget, seed=d.seed)
-    train_paths, eval_paths = split_by_path(ps.paths, d.eval_share, d.seed)
+    train_paths, eval_paths, split_rule = split_with_rule(ps.paths, d.eval_share, d.seed)
 
     # capped before rendering: a teacher is paid only for the conversations that are kept
     train_jobs = _spread([(p, v) for p in train_paths for v in range(d.variants_per_path)], d.max_train_conversations)
@@ -118,6 +118,7 @@ def build_data(fc: Any, cfg: CompileConfig, out: Path, echo: Callable[[str], Non
             "sampled": ps.sampled,
             "method": ps.method,
             "max_loops": d.max_loops,
+            "split_rule": split_rule,  # compiler/split.py: what a held-out path's decisions must share with training
         },
         "coverage": {
             "node_coverage": ps.node_coverage,
@@ -139,7 +140,7 @@ def build_data(fc: Any, cfg: CompileConfig, out: Path, echo: Callable[[str], Non
         meta["teacher"] = teacher_report
     write_json_atomic(data_dir / "meta.json", meta)
     echo(
-        f"paths {len(ps.paths)} ({len(train_paths)} train / {len(eval_paths)} eval), "
+        f"paths {len(ps.paths)} ({len(train_paths)} train / {len(eval_paths)} eval, split rule {split_rule}), "
         f"node coverage {ps.node_coverage:.0%}, edge coverage {ps.edge_coverage:.0%}; "
         f"conversations {len(train_rows)} train / {len(eval_rows)} eval"
     )

@@ -61,7 +61,7 @@ def test_compile_writes_every_stage_with_metadata(weather_compile: Any) -> None:
     out = Path(weather_compile.out_dir)
     meta = json.loads((out / "data" / "meta.json").read_text())
     assert meta["paths"] == {"total": 3, "enumerated_total": 3, "train": 2, "eval": 1, "sampled": False,
-                             "method": meta["paths"]["method"], "max_loops": 2}
+                             "method": meta["paths"]["method"], "max_loops": 2, "split_rule": "loops"}
     assert meta["coverage"]["edge_coverage"] == 1.0 and meta["coverage"]["train_edge_coverage"] == 1.0
     train_ids = {json.loads(x)["tiergate"]["path_id"] for x in (out / "data" / "train.jsonl").open()}
     eval_ids = {json.loads(x)["tiergate"]["path_id"] for x in (out / "data" / "eval.jsonl").open()}
