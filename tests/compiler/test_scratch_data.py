@@ -80,7 +80,7 @@ def test_token_budget_turns_into_steps() -> None:
     assert apply_budget(off, args, [250], 77) == 77
 
 
-def test_early_stop_fires_at_the_threshold_only() -> None:
+def test_early_stop_needs_two_checks_in_a_row_at_the_threshold() -> None:
     pytest.importorskip("transformers")
     from transformers import TrainerControl, TrainerState
 
@@ -91,10 +91,17 @@ def test_early_stop_fires_at_the_threshold_only() -> None:
     (cb,) = early_stop_callbacks(SimpleNamespace(stop_eval_loss=0.05), echo=said.append)
     state = TrainerState(global_step=40, max_steps=100)
     control = TrainerControl()
-    cb.on_evaluate(None, state, control, metrics={"eval_loss": 0.2})
-    assert not control.should_training_stop and not said
+    for loss in (0.2, 0.05, 0.06, 0.04):  # a dip under the bar, back over it, under again: one in a row
+        cb.on_evaluate(None, state, control, metrics={"eval_loss": loss})
+        assert not control.should_training_stop and not said, loss
+    cb.on_evaluate(None, state, control, metrics={})  # a log without a loss neither counts nor resets
+    assert not control.should_training_stop
     cb.on_evaluate(None, state, control, metrics={"eval_loss": 0.05})
-    assert control.should_training_stop and "step 40 of 100" in said[0]
+    assert control.should_training_stop and "step 40 of 100" in said[0] and "2 checks in a row" in said[0]
+    (once,) = early_stop_callbacks(SimpleNamespace(stop_eval_loss=0.05), echo=said.append, checks=1)
+    control = TrainerControl()
+    once.on_evaluate(None, state, control, metrics={"eval_loss": 0.05})
+    assert control.should_training_stop
 
 
 def test_budget_knobs_parse_from_the_command_line() -> None:
@@ -138,11 +145,11 @@ def test_training_reads_the_token_budget_and_stops_early(tmp_path: Path) -> None
     said: list[str] = []
     base = dict(base_model="scratch:micro", batch_size=4, vocab_size=300, logging_steps=1, max_steps=100_000,
                 threads=1)
-    # a budget of ~40 steps of this data, checked every 5 steps; a loss bar any first check clears
+    # a budget of ~40 steps of this data, checked every 5 steps; a loss bar every check clears
     cfg = TrainConfig(**base, max_tokens=40 * 4 * 60, eval_steps=5, stop_eval_loss=100.0)  # type: ignore[arg-type]
     result = train(rows[2:], rows[:2], tmp_path / "early", cfg, echo=said.append)
-    assert result.steps == 5, said
-    assert any("stopping early at step 5 of" in line for line in said)
+    assert result.steps == 10, said  # the second check in a row under the bar
+    assert any("stopping early at step 10 of" in line for line in said)
     progress = read_progress(tmp_path / "early")
     assert progress is not None and progress["status"] == "finished"
     # without the early stop the budget, not max_steps, sets how long it trains
