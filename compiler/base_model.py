@@ -50,14 +50,15 @@ def _source(spec: str) -> str:
     return str(Path(spec).expanduser()) if Path(spec).expanduser().exists() else spec
 
 
-def load_tokenizer(spec: str, conversations: Iterable[Mapping[str, Any]] = (), vocab_size: int = 1024) -> Any:
+def load_tokenizer(spec: str, conversations: Iterable[Mapping[str, Any]] = (), vocab_size: int = 1024,
+                   split_digits: bool = False) -> Any:
     """The tokenizer a compile trains with, its chat template resolved (the base's own, or built from its
     own special tokens, or a refusal naming what to add); scratch tokenizers are trained on ``conversations``.
     """
     if is_scratch(spec):
         from .scratch import train_tokenizer
 
-        return train_tokenizer(conversations, vocab_size=vocab_size)
+        return train_tokenizer(conversations, vocab_size=vocab_size, split_digits=split_digits)
     from transformers import AutoTokenizer
 
     from .templates import resolve_chat_template

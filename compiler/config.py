@@ -58,6 +58,17 @@ class DataConfig:
         "learns to copy values rather than memorise them (compiler/variants.py). 0 trains the captured "
         "conversations only."
     )})
+    thin_conversations: int = field(default=3, metadata={"help": (
+        "Compile from traffic: a mined path fewer captured conversations walk is topped up to this many with "
+        "conversations rendered offline from the mined chart (real utterances and replies). 0 renders none."
+    )})
+    render_unwalked: bool = field(default=True, metadata={"help": (
+        "Compile from traffic: also render mined paths no captured conversation walks (loops taken more "
+        "often, branches in new orders): the simulator gate drives such compositions, and travel-booking's "
+        "traffic compile passes it only with them (docs/bench-traffic-compile.md). Turn it off for an app "
+        "that decides on something said turns earlier (an intent before an order lookup): its mined chart "
+        "accepts paths mixing branches the app never mixes."
+    )})
     teacher_model: str | None = field(
         default=None, metadata={"help": "litellm model that renders conversations; None renders offline."}
     )
@@ -126,6 +137,11 @@ class TrainConfig:
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the best is always kept)."})
     logging_steps: int = field(default=50, metadata={"help": "Steps between progress lines."})
     vocab_size: int = field(default=1024, metadata={"help": "Vocabulary of the scratch tokenizer."})
+    split_digits: bool = field(default=False, metadata={"help": (
+        "Scratch tokenizer: every digit its own token, as most pretrained tokenizers do. A number is then "
+        "copied digit by digit through ten well-trained tokens instead of through BPE pieces of digits that "
+        "each appear a few times (random order numbers, references)."
+    )})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 training; None means on when CUDA is present."})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads; None keeps torch's default."})
     resume: bool = field(default=True, metadata={"help": "Resume from the last checkpoint in the output folder."})

@@ -10,8 +10,9 @@ the gateway's job runner follows both alike):
    coverage on the held-out ones (``mined/report.json``);
 2. **data** (``data/``): the mined conversations themselves in the shape the compiled model is
    served (see :func:`served_messages`), each with ``data.value_variants`` copies whose slot values are
-   swapped (compiler/variants.py: copy lessons, not memorised values), plus offline-rendered conversations of the mined paths the
-   traffic covers thinly (fewer than ``thin`` conversations), built from real utterances and replies;
+   swapped (compiler/variants.py: copy lessons, not memorised values), plus offline-rendered conversations
+   of the mined paths the traffic walks thinly (fewer than ``data.thin_conversations``), built from real
+   utterances and replies;
 3. **train** (``run/``): the pipeline's trainer;
 4. **gate** (``eval/``): the simulator on the mined graph (the flowchart compile's gate) and the
    replay gate on the held-out captured conversations (``compiler.mine.replay``), both must pass;
@@ -118,11 +119,13 @@ def render_path(fc: Any, path: Any, seed: int, variant: int, novel_share: float 
         return None
 
 
-def _thin_rows(mined: MinedWorkflow, cfg: CompileConfig, thin: int) -> tuple[list[dict[str, Any]], list[Any], dict[str, Any]]:
-    """Rendered conversations for the mined paths fewer than ``thin`` captured conversations walk."""
+def _thin_rows(mined: MinedWorkflow, cfg: CompileConfig) -> tuple[list[dict[str, Any]], list[Any], dict[str, Any]]:
+    """Rendered conversations for the mined paths fewer than ``data.thin_conversations`` captured
+    conversations walk (walked at least once, unless ``data.render_unwalked``)."""
     from .paths import enumerate_paths
 
     d = cfg.data
+    thin = d.thin_conversations
     ps = enumerate_paths(mined.flowchart, max_loops=d.max_loops, budget=d.path_budget, seed=d.seed)
     walked: dict[tuple[str, ...], int] = {}
     for nodes in mined.turn_nodes:
@@ -134,7 +137,7 @@ def _thin_rows(mined: MinedWorkflow, cfg: CompileConfig, thin: int) -> tuple[lis
         if probe is None:
             continue
         seen = walked.get(tuple(probe["tiergate"]["nodes"]), 0)
-        if seen < thin:
+        if seen < thin and (seen > 0 or d.render_unwalked):
             thin_paths += 1
             more = [render_path(mined.flowchart, p, d.seed, v, d.novel_slot_share) for v in range(thin - seen)]
             rows += [_with_steps(r, mined) for r in more if r is not None]
@@ -195,7 +198,7 @@ def _workflow_name(traffic: str | Path, traces: Sequence[Trace]) -> str:
 
 def compile_from_traffic(
     traffic: str | Path, out_dir: str | Path, cfg: CompileConfig | None = None, *,
-    seed: int = 0, thin: int = 3, name: str | None = None, echo: Callable[[str], None] = print,
+    seed: int = 0, name: str | None = None, echo: Callable[[str], None] = print,
 ) -> CompileResult:
     """Mine, build the data, train, gate (simulator + replay) and write the artifact when both pass.
 
@@ -228,7 +231,7 @@ def compile_from_traffic(
     t = time.monotonic()
     d = cfg.data
     captured, swapped = captured_rows(mined_set, mined, d.value_variants, d.seed)
-    rendered, paths, path_info = _thin_rows(mined, cfg, thin)
+    rendered, paths, path_info = _thin_rows(mined, cfg)
     train_rows = captured + rendered
     # the simulator drives the model the way the app will: the app's step line before each agent turn
     eval_rows = _spread([_with_steps(r, mined) for p in paths

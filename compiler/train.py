@@ -199,7 +199,7 @@ def data_fingerprint(rows: Sequence[Mapping[str, Any]], cfg: TrainConfig) -> str
     h = hashlib.sha256()
     for row in rows:
         h.update(json.dumps(row, sort_keys=True, default=str).encode())
-    h.update(json.dumps([cfg.base_model, cfg.vocab_size, cfg.seed, cfg.max_length]).encode())
+    h.update(json.dumps([cfg.base_model, cfg.vocab_size, cfg.seed, cfg.max_length, cfg.split_digits]).encode())
     return h.hexdigest()
 
 
@@ -382,7 +382,7 @@ def train(
         if last is None or not tok_dir.is_dir():
             # the tokenizer (a scratch one is trained here) is fixed at the first start and read back by every
             # rank, so what trains is exactly what the artifact keeps, chat template included
-            load_tokenizer(cfg.base_model, train_rows, cfg.vocab_size).save_pretrained(str(tok_dir))
+            load_tokenizer(cfg.base_model, train_rows, cfg.vocab_size, cfg.split_digits).save_pretrained(str(tok_dir))
     state.wait_for_everyone()
     last = last_complete_checkpoint(ckpt_dir, remove_partial=False) if cfg.resume else None
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))

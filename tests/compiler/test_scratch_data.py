@@ -66,6 +66,19 @@ def test_scratch_tokenizer_copies_values_in_one_step() -> None:
     assert len(pieces) < len(text) / 4
 
 
+def test_split_digits_makes_every_digit_a_token_of_its_own() -> None:
+    pytest.importorskip("tokenizers")
+    from compiler.scratch import train_tokenizer
+
+    rows = _travel_rows()
+    text = "Order A39793 for ada12@example.com on SK214"
+    merged = train_tokenizer(rows, vocab_size=1024).tokenize(text)
+    split = train_tokenizer(rows, vocab_size=1024, split_digits=True).tokenize(text)
+    assert any(sum(c.isdigit() for c in p) > 1 for p in merged), merged  # BPE merges digits by default
+    assert all(sum(c.isdigit() for c in p) <= 1 for p in split), split
+    assert [p for p in split if p.isdigit()] == list("397931" "2" "214")
+
+
 def test_token_budget_turns_into_steps() -> None:
     from compiler.budget import apply_budget, steps_for_tokens, tokens_per_step
 

@@ -73,6 +73,27 @@ def test_the_gateway_serves_the_prompt_the_compiler_trained_on(acme: Any) -> Non
     assert all(m["role"] != "system" for m in plain["messages"])
 
 
+def test_thin_paths_are_topped_up_and_unwalked_ones_rendered_only_when_asked(acme: Any) -> None:
+    from compiler.config import CompileConfig
+    from compiler.traffic_compile import _thin_rows, captured_rows
+
+    mined, train, _records = acme
+    walked = {tuple(n) for n in mined.turn_nodes}
+    cfg = CompileConfig()
+    rows, paths, info = _thin_rows(mined, cfg)
+    assert info["total"] == len(paths) and 0 < info["thin"] <= len(paths)
+    assert any(tuple(r["tiergate"]["nodes"]) not in walked for r in rows)  # default: unwalked paths too
+    cfg.data.render_unwalked = False
+    only, _paths, less = _thin_rows(mined, cfg)
+    assert only and all(tuple(r["tiergate"]["nodes"]) in walked for r in only) and less["thin"] < info["thin"]
+    cfg.data.thin_conversations = 0
+    assert _thin_rows(mined, cfg)[0] == []
+    # every captured conversation trains, each followed by its value-swapped copies
+    rows, swapped = captured_rows(train[:5], mined, 2, 0)
+    assert swapped == len(rows) - 5 and swapped <= 10
+    assert [r["tiergate"]["conversation"] for r in rows if "variant" not in r["tiergate"]] == [t.id for t in train[:5]]
+
+
 @pytest.mark.slow
 def test_compile_from_traffic_refuses_an_undertrained_model_at_the_replay_gate(tmp_path: Path) -> None:
     """The real CLI, a scratch model trained 2 steps: mined chart, data and gate files; the replay gate

@@ -41,7 +41,7 @@ def main() -> int:
     out = Path(args.out)
     mined, mined_set, held, report = mine_stage(args.from_traffic, out, 0.2, 0, None, print)
     rows = [training_row(t, mined) for t in mined_set]
-    rendered, _paths, info = _thin_rows(mined, CompileConfig(), 3)
+    rendered, _paths, info = _thin_rows(mined, CompileConfig())
     (out / "data").mkdir(exist_ok=True)
     (out / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + rendered))
     write_json_atomic(out / "data" / "meta.json", {"source": "traffic", "paths": info, "conversations": {
