@@ -107,7 +107,7 @@ def train_tokenizer(conversations: Iterable[Mapping[str, Any]], vocab_size: int 
     # Lower-case values ("paris") merge with their neighbours; charts spell values as names or codes.
     # ``split_digits``: each digit a pre-token of its own, so numbers are digit sequences over ten tokens
     # every conversation trains, not BPE pieces (`A3`, `97`, `93`) seen a few times each
-    steps = [pre_tokenizers.Split(Regex(VALUE_SPLIT), behavior="isolated")]
+    steps: list[Any] = [pre_tokenizers.Split(Regex(VALUE_SPLIT), behavior="isolated")]
     if split_digits:
         steps.append(pre_tokenizers.Digits(individual_digits=True))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
