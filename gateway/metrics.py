@@ -33,6 +33,7 @@ class Metrics:
     ledger_dead_lettered: Counter
     ledger_lost: Counter
     ledger_degraded: Gauge
+    capture_dropped: Counter
     max_workflows: int = 100
     _workflows: set[str] = field(default_factory=set)
 
@@ -48,6 +49,10 @@ class Metrics:
     def ledger_problem(self, kind: str, n: int) -> None:
         """The ledger writer's report: `dead_lettered` or `lost` records."""
         (self.ledger_dead_lettered if kind == "dead_lettered" else self.ledger_lost).inc(n)
+
+    def capture_drop(self, n: int) -> None:
+        """The transcript writer's report: captured turns it could not store."""
+        self.capture_dropped.inc(n)
 
     @classmethod
     def create(cls, max_workflows: int = 100) -> Metrics:
@@ -102,6 +107,11 @@ class Metrics:
             ledger_degraded=Gauge(
                 "tiergate_ledger_degraded",
                 "1 while the ledger is refusing, losing or holding records",
+                registry=reg,
+            ),
+            capture_dropped=Counter(
+                "tiergate_capture_dropped_turns",
+                "Captured conversation turns not stored (queue full, or the store refused them); requests unaffected",
                 registry=reg,
             ),
             max_workflows=max_workflows,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -54,13 +55,29 @@ def transcript_id(workflow: str, conversation: str, split: int = 0) -> str:
 class TranscriptWriter(BatchWriter[Turn]):
     """Batched writes in a worker thread, like the ledger: a request never waits on the store."""
 
-    def __init__(self, engine: Engine, *, batch_size: int = 200, flush_interval: float = 0.25, queue_max: int = 5_000):
+    def __init__(self, engine: Engine, *, batch_size: int = 200, flush_interval: float = 0.25, queue_max: int = 5_000,
+                 degraded_seconds: float = 60.0, on_drop: Callable[[int], None] | None = None):
         # a queued turn holds its request's messages (references): a store outage must not hold
         # gigabytes of them, so the cap is in turns of whole requests, not the ledger's 100,000 records
         super().__init__(batch_size=batch_size, flush_interval=flush_interval, queue_max=queue_max)
         self._engine = engine
         self.written = 0
         self.dropped = 0
+        self.last_drop = 0.0  # monotonic time of the last dropped turn: /healthz is degraded for a while after
+        self.degraded_seconds = degraded_seconds
+        self._on_drop = on_drop  # feeds the `tiergate_capture_dropped_turns` counter
+
+    def _dropped(self, n: int) -> None:
+        self.dropped += n
+        self.last_drop = time.monotonic()
+        if self._on_drop is not None:
+            self._on_drop(n)
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz says of capture: turns written, dropped, waiting; degraded after a drop."""
+        recent = self.dropped > 0 and time.monotonic() - self.last_drop < self.degraded_seconds
+        return {"status": "dropping" if recent else "ok", "written": self.written, "dropped": self.dropped,
+                "pending": self.pending}
 
     task_name = "transcript-writer"
 
@@ -71,7 +88,7 @@ class TranscriptWriter(BatchWriter[Turn]):
         try:
             self._queue.put_nowait(turn)
         except asyncio.QueueFull:  # the store is down or far behind: the request still succeeds
-            self.dropped += 1
+            self._dropped(1)
             log.error("transcript queue full (%d turns); dropping a turn of %s", self._queue.qsize(), turn.workflow)
 
     async def _write(self, batch: list[Turn]) -> None:
@@ -91,7 +108,7 @@ class TranscriptWriter(BatchWriter[Turn]):
                 await asyncio.to_thread(write_turns, self._engine, [turn])
                 self.written += 1
             except Exception as exc:
-                self.dropped += 1
+                self._dropped(1)
                 log.error("transcripts: dropped turn %d of a `%s` conversation: %s", turn.turn, turn.workflow, exc)
 
 

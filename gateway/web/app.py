@@ -66,7 +66,8 @@ def create_app(settings: Settings) -> FastAPI:
         from gateway.proxy.transcribe import Capture, known_secrets
         from gateway.store.transcripts import TranscriptWriter
 
-        transcripts = TranscriptWriter(engine)
+        transcripts = TranscriptWriter(engine, degraded_seconds=settings.ledger.degraded_seconds,
+                                       on_drop=metrics.capture_drop)
         await transcripts.start()
         link = RedisLink(settings.storage.redis_url)
         from gateway.proxy.upstream import Upstreams
@@ -99,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
             redis=link,
             metrics=metrics,
             prices=prices,
+            transcripts=transcripts,
         )
         try:
             yield

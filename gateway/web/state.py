@@ -17,6 +17,7 @@ from gateway.proxy.service import ChatService
 from gateway.settings import Settings
 from gateway.store.ledger import LedgerWriter
 from gateway.store.redis_link import RedisLink
+from gateway.store.transcripts import TranscriptWriter
 
 
 @dataclass
@@ -31,3 +32,4 @@ class AppState:
     redis: RedisLink
     metrics: Metrics
     prices: PriceBook
+    transcripts: TranscriptWriter | None = None  # capture's writer (its health is in /healthz)

@@ -281,3 +281,28 @@ def test_a_retried_turn_in_the_same_batch_replaces_the_tail_without_a_duplicate_
     assert [[m["content"] for m in line["messages"]] for line in lines] == [
         ["You help.", "hi", "a1", "more", "a2, again"],
     ]
+
+
+def test_a_store_refusing_capture_serves_every_request_and_says_so(start_gateway, upstreams):
+    """Capture's writes fail (a trigger refuses transcript messages) while the ledger's succeed: every
+    request is answered and recorded, and the dropped turns show in /healthz and /metrics, not only
+    in the log."""
+    gw = start_gateway()
+    engine = make_engine(gw.db_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TRIGGER refuse_capture BEFORE INSERT ON transcript_messages "
+                             "BEGIN SELECT RAISE(ABORT, 'capture refused'); END")
+    engine.dispose()
+    assert httpx.get(f"{gw.url}/healthz").json()["capture"] == {"status": "ok", "written": 0, "dropped": 0,
+                                                               "pending": 0}
+    converse(gw, upstreams, 3)
+    assert len(gw.wait_records(3)) == 3
+    deadline = time.monotonic() + 10
+    while (health := httpx.get(f"{gw.url}/healthz").json())["capture"]["dropped"] < 3:
+        assert time.monotonic() < deadline, health
+        time.sleep(0.05)
+    assert health["status"] == "degraded" and health["capture"]["status"] == "dropping", health
+    assert health["ledger"]["status"] == "ok" and health["capture"]["written"] == 0
+    assert "tiergate_capture_dropped_turns_total 3.0" in httpx.get(f"{gw.url}/metrics").text
+    gw.stop()
+    assert rows(gw.db_url) == ([], [])

@@ -1,7 +1,9 @@
 """Liveness and Prometheus metrics.
 
 `/healthz` answers 200 while the process serves; its `status` is `degraded` while the ledger is
-refusing, losing or holding records (`ledger` says which). `/metrics` needs the admin key when
+refusing, losing or holding records (`ledger` says which), or for `ledger.degraded_seconds` after
+capture dropped a conversation turn (`capture`: turns written, dropped, waiting; the requests
+themselves were served and recorded). `/metrics` needs the admin key when
 `metrics.require_admin_key` is set.
 """
 
@@ -20,10 +22,13 @@ router = APIRouter()
 async def healthz(request: Request) -> JSONResponse:
     st = state(request)
     ledger = st.ledger.health()
+    capture = st.transcripts.health() if st.transcripts is not None else None
+    bad = ledger["status"] != "ok" or (capture is not None and capture["status"] != "ok")
     return JSONResponse(
         {
-            "status": "degraded" if ledger["status"] != "ok" else "ok",
+            "status": "degraded" if bad else "ok",
             "ledger": ledger,
+            "capture": capture,
             "ledger_pending": st.ledger.pending,
             "ledger_written": st.ledger.written,
             "redis": st.redis.status(),
