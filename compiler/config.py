@@ -127,7 +127,10 @@ class TrainConfig:
     epochs: float = field(default=3.0, metadata={"help": "Epochs when max_steps <= 0."})
     batch_size: int = field(default=8, metadata={"help": "Conversations per device per step."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
-    learning_rate: float = field(default=5e-3, metadata={"help": "Peak learning rate (cosine schedule)."})
+    learning_rate: float | None = field(default=None, metadata={"help": (
+        "Peak learning rate (cosine schedule). None: the base's default, 5e-3 for a scratch model and 1e-5 "
+        "for full fine-tuning of a pretrained one (compiler.train.hyperparameters)."
+    )})
     warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps spent warming up."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_length: int = field(

@@ -61,10 +61,10 @@ class TrainResult:
     world_size: int = 1
 
 
-SCRATCH_LEARNING_RATE = TrainConfig().learning_rate
-# Full fine-tuning of a pretrained 0.5-7B instruct model: 1e-5 is the usual peak (TRL's SFT default is 2e-5);
-# the scratch rate (5e-3) would wreck its weights in a few steps. The scratch default (which
-# configs/compile.yaml repeats for every base; a test keeps the two equal) is replaced for a pretrained base.
+# `train.learning_rate: None` (the default) takes the base's rate. A scratch model of ~1M parameters trains
+# at 5e-3; full fine-tuning of a pretrained 0.5-7B instruct model at 1e-5, the usual peak (TRL's SFT
+# default is 2e-5): the scratch rate would wreck its weights in a few steps.
+SCRATCH_LEARNING_RATE = 5e-3
 FINETUNE_LEARNING_RATE = 1e-5
 
 
@@ -78,10 +78,10 @@ class Hyperparameters:
 
 
 def hyperparameters(cfg: TrainConfig, cuda: bool, bf16_ok: bool = True, fsdp: bool = False) -> Hyperparameters:
-    """Per-base defaults: scratch keeps the config's high rate and no checkpointing (tiny models, fast steps);
-    a pretrained base gets ``FINETUNE_LEARNING_RATE`` in place of the scratch default (any other rate is
-    taken as chosen for the base), and on GPU bf16 plus gradient checkpointing (FSDP checkpoints through
-    its own config instead).
+    """Per-base defaults: with no ``learning_rate`` set, scratch trains at ``SCRATCH_LEARNING_RATE`` without
+    checkpointing (tiny models, fast steps), a pretrained base at ``FINETUNE_LEARNING_RATE`` (a rate set is
+    used as it is, whatever the base); on GPU bf16, plus gradient checkpointing for a pretrained base
+    (FSDP checkpoints through its own config instead).
 
         hyperparameters(TrainConfig(base_model="/models/qwen"), cuda=True)
         # Hyperparameters(learning_rate=1e-05, gradient_checkpointing=True, bf16=True)
@@ -90,8 +90,8 @@ def hyperparameters(cfg: TrainConfig, cuda: bool, bf16_ok: bool = True, fsdp: bo
 
     scratch = is_scratch(cfg.base_model)
     lr = cfg.learning_rate
-    if not scratch and lr == SCRATCH_LEARNING_RATE:
-        lr = FINETUNE_LEARNING_RATE
+    if lr is None:
+        lr = SCRATCH_LEARNING_RATE if scratch else FINETUNE_LEARNING_RATE
     bf16 = (cuda and bf16_ok) if cfg.bf16 is None else bool(cfg.bf16)
     return Hyperparameters(learning_rate=lr, gradient_checkpointing=cuda and not scratch and not fsdp, bf16=bf16)
 
@@ -364,9 +364,9 @@ def train(
     state = PartialState()
     main = state.is_main_process
     say = echo if main else (lambda _line: None)
-    if hp.learning_rate != cfg.learning_rate:
-        say(f"train.learning_rate {cfg.learning_rate:g} is the scratch default; `{cfg.base_model}` is pretrained "
-            f"and fine-tunes at {hp.learning_rate:g} (set train.learning_rate to choose another)")
+    if cfg.learning_rate is None and hp.learning_rate != SCRATCH_LEARNING_RATE:
+        say(f"`{cfg.base_model}` is pretrained and fine-tunes at {hp.learning_rate:g}, its default "
+            "(set train.learning_rate to choose another)")
 
     fingerprint = data_fingerprint(train_rows, cfg)
     fp_file = run / "fingerprint.json"

@@ -170,12 +170,14 @@ def test_hyperparameters_follow_the_base() -> None:
     assert not hyperparameters(TrainConfig(base_model="/models/qwen"), cuda=True, fsdp=True).gradient_checkpointing
     cpu = hyperparameters(TrainConfig(base_model="/models/qwen", learning_rate=3e-5), cuda=False)
     assert cpu.learning_rate == 3e-5 and not cpu.gradient_checkpointing and not cpu.bf16  # a chosen rate wins
-    # configs/compile.yaml applies to every base: its rate must be the scratch default, which a pretrained
-    # base replaces; any other value there would full-fine-tune a pretrained model at a scratch rate
+    # a rate equal to the scratch default, set on purpose, is used as set (it used to be taken as "unset")
+    assert hyperparameters(TrainConfig(base_model="/models/qwen", learning_rate=5e-3), cuda=False).learning_rate == 5e-3
+    # configs/compile.yaml applies to every base: it leaves the rate to the base; any value there would
+    # full-fine-tune a pretrained model at a scratch rate
     import yaml
 
     shipped = (yaml.safe_load((ROOT / "configs" / "compile.yaml").read_text()) or {}).get("train") or {}
-    assert shipped.get("learning_rate", SCRATCH_LEARNING_RATE) == SCRATCH_LEARNING_RATE
+    assert shipped.get("learning_rate") is None
 
 
 # ---- the whole compile of a tiny Qwen2 folder, then serve-model driven by the openai SDK ----
