@@ -52,11 +52,13 @@ class DataConfig:
     traffic: str | None = field(
         default=None, metadata={"help": "JSONL of logged conversations (OpenAI chat format) to add to training."}
     )
-    value_variants: int = field(default=4, metadata={"help": (
+    value_variants: int = field(default=0, metadata={"help": (
         "Compile from traffic: copies of each captured training conversation with its slot values swapped "
-        "(new digits in the same shape, or another value of the slot seen in the traffic), so the model "
-        "learns to copy values rather than memorise them (compiler/variants.py). 0 trains the captured "
-        "conversations only."
+        "(new digits in the same shape, or another value of the slot seen in the traffic; "
+        "compiler/variants.py). They stop a model memorising each conversation's values, but a value with "
+        "new digits can only be copied token by token, which the CPU scratch model does not learn within "
+        "its budget: travel-booking's traffic compile passes with 0 and fails with 4 on this CPU "
+        "(docs/bench-traffic-compile.md). For a larger base or a GPU budget."
     )})
     thin_conversations: int = field(default=3, metadata={"help": (
         "Compile from traffic: a mined path fewer captured conversations walk is topped up to this many with "
