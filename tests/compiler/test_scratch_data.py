@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -117,6 +118,60 @@ def test_early_stop_needs_two_checks_in_a_row_at_the_threshold() -> None:
     assert control.should_training_stop
 
 
+class _FixedTurnModel:
+    """Stands in for a causal LM: token 1 at probability ``p`` at every position (vocabulary of 4)."""
+
+    training = True
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def eval(self) -> None:
+        self.training = False
+
+    def train(self, mode: bool = True) -> None:
+        self.training = mode
+
+    def __call__(self, input_ids: Any, **_: Any) -> Any:
+        import torch
+
+        probs = torch.full((*input_ids.shape, 4), (1 - self.p) / 3)
+        probs[..., 1] = self.p
+        return SimpleNamespace(logits=probs.log())
+
+
+def test_early_stop_waits_until_every_held_out_turn_starts_right() -> None:
+    pytest.importorskip("transformers")
+    import torch
+    from transformers import TrainerControl, TrainerState
+
+    from compiler.budget import early_stop_callbacks, weakest_turn_start
+
+    # two assistant turns (labels not -100) start at positions 2 and 5: only their first tokens count
+    batch = {"input_ids": torch.tensor([[0, 0, 1, 1, 0, 1]]), "labels": torch.tensor([[-100, -100, 1, 1, -100, 1]])}
+    assert weakest_turn_start(_FixedTurnModel(0.3), [batch]) == pytest.approx(0.3)
+    model = _FixedTurnModel(0.9)
+    assert weakest_turn_start(model, [batch]) == pytest.approx(0.9) and model.training, "training mode restored"
+    said: list[str] = []
+    (cb,) = early_stop_callbacks(SimpleNamespace(stop_eval_loss=0.05), echo=said.append)
+    state, control = TrainerState(global_step=40, max_steps=100), TrainerControl()
+    args = SimpleNamespace(world_size=1)
+    for _ in range(3):  # the loss is under the bar, a held-out turn would go to the wrong node: training on
+        cb.on_evaluate(args, state, control, metrics={"eval_loss": 0.01}, model=_FixedTurnModel(0.3),
+                       eval_dataloader=[batch])
+    assert not control.should_training_stop and "probability 0.30 < 0.5: training on" in said[-1]
+    for _ in range(2):
+        cb.on_evaluate(args, state, control, metrics={"eval_loss": 0.01}, model=_FixedTurnModel(0.9),
+                       eval_dataloader=[batch])
+    assert control.should_training_stop and "every held-out turn's first token >= 0.5" in said[-1]
+    # under `accelerate launch` the ranks hold different held-out shards: the loss alone decides
+    (cb,) = early_stop_callbacks(SimpleNamespace(stop_eval_loss=0.05), echo=said.append, checks=1)
+    control = TrainerControl()
+    cb.on_evaluate(SimpleNamespace(world_size=2), state, control, metrics={"eval_loss": 0.01},
+                   model=_FixedTurnModel(0.3), eval_dataloader=[batch])
+    assert control.should_training_stop
+
+
 def test_budget_knobs_parse_from_the_command_line() -> None:
     from compiler.config import load_compile_config
 
@@ -145,8 +200,9 @@ def test_scratch_models_start_mimetic() -> None:
 
 
 @pytest.mark.slow
-def test_training_reads_the_token_budget_and_stops_early(tmp_path: Path) -> None:
+def test_training_reads_the_token_budget_and_stops_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("trl", reason="the `compile` extra (torch, transformers, trl) is needed to train")
+    from compiler import budget
     from compiler.budget import steps_for_tokens
     from compiler.config import TrainConfig
     from compiler.paths import enumerate_paths
@@ -158,8 +214,14 @@ def test_training_reads_the_token_budget_and_stops_early(tmp_path: Path) -> None
     said: list[str] = []
     base = dict(base_model="scratch:micro", batch_size=4, vocab_size=300, logging_steps=1, max_steps=100_000,
                 threads=1)
-    # a budget of ~40 steps of this data, checked every 5 steps; a loss bar every check clears
+    # a budget of ~40 steps of this data, checked every 5 steps; a loss bar every check clears, but after 5
+    # steps the held-out turns do not start with the right token yet (the trainer hands the callback its
+    # model and held-out batches): it trains on
     cfg = TrainConfig(**base, max_tokens=40 * 4 * 60, eval_steps=5, stop_eval_loss=100.0)  # type: ignore[arg-type]
+    train(rows[2:], rows[:2], tmp_path / "turns", cfg, echo=said.append)
+    assert any("held-out turn starts at probability" in line and "training on" in line for line in said), said
+    said.clear()
+    monkeypatch.setattr(budget, "STOP_MIN_TURN_PROB", 0.0)  # the loss alone
     result = train(rows[2:], rows[:2], tmp_path / "early", cfg, echo=said.append)
     assert result.steps == 10, said  # the second check in a row under the bar
     assert any("stopping early at step 10 of" in line for line in said)
