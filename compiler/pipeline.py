@@ -79,7 +79,13 @@ def build_data(fc: Any, cfg: CompileConfig, out: Path, echo: Callable[[str], Non
 
     # capped before rendering: a teacher is paid only for the conversations that are kept
     train_jobs = _spread([(p, v) for p in train_paths for v in range(d.variants_per_path)], d.max_train_conversations)
-    eval_jobs = _spread([(p, EVAL_VARIANT_BASE + v) for p in eval_paths for v in range(d.eval_variants_per_path)],
+    # a tree-shaped chart (every path has an edge no other path has) leaves no path to hold out: the gate
+    # then drives the training paths with conversations never trained on (other slot values and
+    # utterances). It tests the values and words, not new compositions; meta and the log say which.
+    eval_on = "held-out paths" if eval_paths or not d.eval_share else (
+        "unseen conversations of the training paths (no path could be held out: each has an edge no other has)")
+    eval_source = eval_paths if eval_paths or not d.eval_share else train_paths
+    eval_jobs = _spread([(p, EVAL_VARIANT_BASE + v) for p in eval_source for v in range(d.eval_variants_per_path)],
                         d.max_eval_conversations)
     # no path could be held out (tree-shaped chart): held-out loss falls back to unseen slot values
     loss_paths = eval_paths or train_paths
@@ -134,6 +140,7 @@ def build_data(fc: Any, cfg: CompileConfig, out: Path, echo: Callable[[str], Non
             "traffic_added": traffic_rows,
         },
         "mode": "teacher" if d.teacher_model else "offline",
+        "eval_on": eval_on,
         "eval_path_ids": [p.id for p in eval_paths],
     }
     if teacher_report is not None:
@@ -143,6 +150,7 @@ def build_data(fc: Any, cfg: CompileConfig, out: Path, echo: Callable[[str], Non
         f"paths {len(ps.paths)} ({len(train_paths)} train / {len(eval_paths)} eval, split rule {split_rule}), "
         f"node coverage {ps.node_coverage:.0%}, edge coverage {ps.edge_coverage:.0%}; "
         f"conversations {len(train_rows)} train / {len(eval_rows)} eval"
+        + ("" if eval_paths or not eval_rows else f" ({eval_on})")
     )
     return meta
 

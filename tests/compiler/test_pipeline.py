@@ -96,3 +96,30 @@ def test_insurance_example_compiles_offline_and_reports_why_the_gate_fails(tmp_p
     assert "Why the gate failed" in text and "min_node_accuracy" in text
     meta = json.loads((out / "data" / "meta.json").read_text())
     assert meta["paths"]["total"] > 10 and meta["coverage"]["edge_coverage"] == 1.0
+
+
+def test_a_chart_with_no_path_to_hold_out_is_gated_on_unseen_conversations_of_its_paths(tmp_path: Path) -> None:
+    """A tree-shaped chart (here: weather without its retry loop, one path) leaves no path to hold out;
+    the gate drives its training paths with conversations never trained on instead of failing with
+    "no held-out conversations", and says so."""
+    import yaml
+
+    from compiler.config import CompileConfig
+    from compiler.flowchart import from_dict
+    from compiler.pipeline import EVAL_VARIANT_BASE, build_data
+
+    raw = yaml.safe_load(Path(__file__).with_name("weather.yaml").read_text())
+    raw["edges"] = [e for e in raw["edges"] if not (e["from"] == "lookup" and e["to"] == "ask_city")]
+    lines: list[str] = []
+    meta = build_data(from_dict(raw), CompileConfig(), tmp_path, echo=lines.append)
+    assert meta["paths"]["eval"] == 0 and meta["conversations"]["eval"] > 0
+    assert meta["eval_on"].startswith("unseen conversations of the training paths")
+    assert "no path could be held out" in lines[-1]
+    evals = [json.loads(x) for x in (tmp_path / "data" / "eval.jsonl").read_text().splitlines()]
+    trains = [json.loads(x) for x in (tmp_path / "data" / "train.jsonl").read_text().splitlines()]
+    assert all(r["tiergate"]["variant"] >= EVAL_VARIANT_BASE for r in evals)
+    assert not {r["tiergate"]["variant"] for r in evals} & {r["tiergate"]["variant"] for r in trains}
+    # a chart with paths to spare keeps its held-out paths
+    full = build_data(from_dict(yaml.safe_load(Path(__file__).with_name("weather.yaml").read_text())),
+                      CompileConfig(), tmp_path / "full", echo=lambda _l: None)
+    assert full["paths"]["eval"] >= 1 and full["eval_on"] == "held-out paths"
