@@ -70,6 +70,16 @@ def ledger_rows(
     return rows
 
 
+def stored_requests(db_url: str) -> list[dict[str, Any]]:
+    """Every ledger row in the store at ``db_url`` (stop the gateway first to see them all)."""
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(requests)).mappings()]
+    finally:
+        engine.dispose()
+
+
 def seed(engine: Engine, rows: list[dict[str, Any]]) -> None:
     with engine.begin() as conn:
         for i in range(0, len(rows), 5000):

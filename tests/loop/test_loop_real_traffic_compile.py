@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import openai
 import pytest
-from loop_helpers import HERE, ROOT, Proc, free_port
+from loop_helpers import HERE, ROOT, Proc, free_port, stored_requests
 
 pytest_plugins = ["loop_fixtures"]
 
@@ -179,7 +179,7 @@ def _run(start_loop_gateway: Any, tmp_path: Path, script: Path, port: int) -> No
     assert serve["port"] and serve["artifact"].endswith("artifact")
 
     gw.stop()
-    rows = [r for r in _records(gw.db_url) if r["workflow"] == workflow]
+    rows = [r for r in stored_requests(gw.db_url) if r["workflow"] == workflow]
     late = apps[served_from:]
     tiers = [r["tier"] for r in rows if r["conversation"] in {a.conversation for a in late}]
     assert tiers.count("compiled") >= sum(a.turns for a in late) and set(tiers) <= {"compiled", "shadow"}, tiers
@@ -203,17 +203,3 @@ def _run(start_loop_gateway: Any, tmp_path: Path, script: Path, port: int) -> No
 def _tail(out: Path) -> str:
     log = out / "compile.log"
     return log.read_text()[-3000:] if log.is_file() else f"(no {log})"
-
-
-def _records(db_url: str) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    from gateway.store.engine import make_engine
-    from gateway.store.schema import requests
-
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(requests)).mappings()]
-    finally:
-        engine.dispose()

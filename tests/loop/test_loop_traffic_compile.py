@@ -23,7 +23,7 @@ from typing import Any
 
 import openai
 import pytest
-from loop_helpers import HERE, ROOT, Proc, free_port, wait_for
+from loop_helpers import HERE, ROOT, Proc, free_port, stored_requests, wait_for
 
 pytest_plugins = ["loop_fixtures"]
 
@@ -216,7 +216,7 @@ def _run(start_loop_gateway: Any, tmp_path: Path, script: Path, port: int, step_
     assert api("GET", f"/api/workflows/{workflow}/mined").json()["attached"] is True
 
     gw.stop()
-    rows = [r for r in _records(gw.db_url) if r["workflow"] == workflow]
+    rows = [r for r in stored_requests(gw.db_url) if r["workflow"] == workflow]
     late = {a.conversation for a in apps[served_from:]}
     tiers = [r["tier"] for r in rows if r["conversation"] in late]
     assert tiers.count("compiled") >= 8 * 8 and set(tiers) <= {"compiled", "shadow"}, tiers  # shadow: sampled checks
@@ -236,20 +236,6 @@ def _run(start_loop_gateway: Any, tmp_path: Path, script: Path, port: int, step_
           f"+{rec.extra}; replay {gate['accuracy']:.3f} over {gate['turns']} turns; cost per conversation: "
           f"frontier ${f:.6f}, compiled ${c:.6f} ({f / c:.0f}x)")
     assert 0 < c < f / 10
-
-
-def _records(db_url: str) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    from gateway.store.engine import make_engine
-    from gateway.store.schema import requests
-
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(requests)).mappings()]
-    finally:
-        engine.dispose()
 
 
 def test_approving_without_a_flowchart_needs_captured_conversations_then_queues_a_traffic_compile(
