@@ -3,8 +3,9 @@
 A compiled model must copy what the customer says (an order number, an email) into a tool call's
 arguments. Trained on a few hundred captured conversations for many epochs, a small model memorises
 each conversation's values instead: it reproduces the order numbers it saw and garbles new ones (the
-replay gate then fails on every tool call while every text turn is right). Each captured conversation
-is therefore also trained in ``n`` variants where every slot value the miner traced (``compiler.mine``:
+replay gate then fails on every tool call while every text turn is right). With ``data.value_variants``
+set (0 by default: see below), each captured conversation is also trained in ``n`` variants where
+every slot value the miner traced (``compiler.mine``:
 a value that travels from a user turn or a tool result into a tool call) is replaced, consistently in
 every message, tool call and tool result of that conversation, by another value:
 
@@ -14,7 +15,10 @@ every message, tool call and tool result of that conversation, by another value:
   ``too small``), so every word stays one the workflow really uses.
 
 The conversation's procedure, wording and order are the frontier's own; only the values change, so the
-variant teaches the same step with a value the model cannot have memorised. Example::
+variant teaches the same step with a value the model cannot have memorised. Off by default: a value
+with new digits can only be copied token by token, which the CPU scratch model does not learn within
+its budget (travel-booking's traffic compile fails with 4 copies and passes with none,
+docs/bench-traffic-compile.md); for a larger base or a GPU budget. Example::
 
     rows = value_variants(row, binding={"order_id": ["A39793"]}, pools={"order_id": [...]}, n=4, seed=0)
 """
