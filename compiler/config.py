@@ -147,6 +147,13 @@ class TrainConfig:
         "copied digit by digit through ten well-trained tokens instead of through BPE pieces of digits that "
         "each appear a few times (random order numbers, references)."
     )})
+    copy_arguments: bool = field(default=True, metadata={"help": (
+        "Tool arguments the training conversations always copy from earlier messages (an order number, an "
+        "email; 99% of at least 5 calls) are decoded as copies: the model picks among the tokens that keep "
+        "the value a span of the conversation (compiler/copying.py, `copying.json` beside the weights; every "
+        "decoder of the model applies it, the gate included). A small model picks the right value but "
+        "garbles long random ones token by token; off leaves decoding unconstrained."
+    )})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 training; None means on when CUDA is present."})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads; None keeps torch's default."})
     resume: bool = field(default=True, metadata={"help": "Resume from the last checkpoint in the output folder."})

@@ -288,7 +288,6 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from .base_model import load_trained
     from .formats import load_flowchart
     from .simulate import ModelPolicy
     from .train import read_jsonl
@@ -296,12 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_compile_config(args.config)
         fc = load_flowchart(args.flowchart)
-        model, tok = load_trained(args.model)
+        policy = ModelPolicy.from_folder(args.model, cfg.gate.max_new_tokens)
         rows = read_jsonl(args.data)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = evaluate(fc, rows, ModelPolicy(model, tok, cfg.gate.max_new_tokens), cfg.gate, echo=print)
+    report = evaluate(fc, rows, policy, cfg.gate, echo=print)
     write_report(report, args.out, {"model": args.model, "data": args.data})
     print(report_markdown(report))
     return 0 if report.passed else 1

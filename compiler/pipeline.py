@@ -218,16 +218,15 @@ def compile_workflow(
             stages=stages, config_hash=cfg.config_hash(), main_process=False,
         )
 
-    from .base_model import load_trained
     from .evaluate import evaluate, write_report
     from .simulate import LiteLLMPolicy, ModelPolicy, procedure_text
 
     t = time.monotonic()
-    model, tok = load_trained(result.model_dir)
+    policy = ModelPolicy.from_folder(result.model_dir, cfg.gate.max_new_tokens)
+    tok = policy.tokenizer
     meta["tokens"] = {"train": count_tokens(tok, train_rows)}
     teacher = LiteLLMPolicy(cfg.gate.teacher_model, procedure_text(fc)) if cfg.gate.teacher_model else None
-    report = evaluate(fc, read_jsonl(out / "data" / "eval.jsonl"), ModelPolicy(model, tok, cfg.gate.max_new_tokens),
-                      cfg.gate, teacher=teacher, echo=echo)
+    report = evaluate(fc, read_jsonl(out / "data" / "eval.jsonl"), policy, cfg.gate, teacher=teacher, echo=echo)
     report_path = write_report(report, out / "eval", {"model": result.model_dir, "flowchart": str(flowchart)})
     stages["eval"] = round(time.monotonic() - t, 2)
 

@@ -73,7 +73,6 @@ class ChatEngine:
     """Model + tokenizer + defaults from the manifest; one generation at a time (CPU-bound anyway)."""
 
     def __init__(self, model_dir: Path) -> None:
-        from .base_model import load_trained
         from .simulate import ModelPolicy
 
         self.dir = model_dir
@@ -83,9 +82,8 @@ class ChatEngine:
         self.name: str = manifest.get("workflow") or model_dir.name
         self.system_prompt: str = manifest.get("system_prompt") or ""
         self.tools: list[dict[str, Any]] = manifest.get("tools") or []
-        model, tok = load_trained(model_dir)
-        self.policy = ModelPolicy(model, tok)
-        self.tokenizer = tok
+        self.policy = ModelPolicy.from_folder(model_dir)
+        self.tokenizer = self.policy.tokenizer
         self.lock = threading.Lock()
         self.created = int(time.time())
 
@@ -110,11 +108,12 @@ class ChatEngine:
         """Yield decoded text deltas; holds back a partial UTF-8 character until it completes."""
         with self.lock:
             ids = self.policy.prompt_ids(msgs, tools)
+            sources = self.policy.copy_sources(msgs)
             usage["prompt_tokens"] = len(ids)
             new: list[int] = []
             sent = ""
             finished = False
-            for tok in self.policy.generate_ids(ids, limit):
+            for tok in self.policy.generate_ids(ids, limit, sources):
                 new.append(tok)
                 text = self.tokenizer.decode(new, skip_special_tokens=False)
                 if text.endswith("\ufffd"):
@@ -359,6 +358,12 @@ def serve_model(model_dir: str | Path, host: str = "127.0.0.1", port: int = DEFA
         import subprocess
 
         manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
+        from .copying import read_copied
+
+        if read_copied(folder):  # vLLM has no per-request hook for it; say so rather than serve differently silently
+            print("warning: this artifact decodes copied tool arguments as copies of the conversation "
+                  "(copying.json; its gate measured that); vLLM serves it without that rule. "
+                  "`--backend cpu` serves it as measured.", file=sys.stderr)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             inner = int(sock.getsockname()[1])

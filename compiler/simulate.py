@@ -202,15 +202,33 @@ def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
 class ModelPolicy:
     """Greedy decoding with a transformers causal LM through its chat template (eval is deterministic)."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int = 96) -> None:
+    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int = 96,
+                 copied: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> None:
+        from .copying import CopyRule
+
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
+        # tool arguments decoded as copies of the conversation (compiler/copying.py; copying.json of the model)
+        self.copy = CopyRule(tokenizer, copied or {})
         self.model.eval()
         self.stop_ids = stop_token_ids(model, tokenizer)
         # the end token and other specials are cut from the text the parser reads, as vLLM does
         self.end_tokens = [tokenizer.convert_ids_to_tokens(i) for i in sorted(self.stop_ids)]
         self.special_tokens = [t for t in tokenizer.all_special_tokens if t not in self.end_tokens]
+
+    @classmethod
+    def from_folder(cls, folder: Any, max_new_tokens: int = 96) -> ModelPolicy:
+        """A trained model folder (or artifact) with the decoding rules written beside its weights."""
+        from .base_model import load_trained
+        from .copying import read_copied
+
+        model, tok = load_trained(folder)
+        return cls(model, tok, max_new_tokens, read_copied(folder))
+
+    def copy_sources(self, messages: Sequence[Message]) -> list[tuple[str, str]] | None:
+        """What copied argument values may be taken from (None when this model copies none)."""
+        return self.copy.sources(messages) if self.copy else None
 
     def prompt_ids(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> list[int]:
         from .templates import chat_messages
@@ -223,8 +241,13 @@ class ModelPolicy:
         )
         return list(out["input_ids"])
 
-    def generate_ids(self, ids: list[int], max_new_tokens: int | None = None) -> Any:
-        """Yield new token ids one at a time (greedy, KV cache): serve streams from this."""
+    def generate_ids(self, ids: list[int], max_new_tokens: int | None = None,
+                     sources: Sequence[tuple[str, str]] | None = None) -> Any:
+        """Yield new token ids one at a time (greedy, KV cache): serve streams from this.
+
+        With ``sources`` (``copy_sources`` of the prompt's messages), the value of a copied tool argument
+        is chosen among the tokens that keep it a span of them (compiler/copying.py).
+        """
         import torch
 
         limit = getattr(self.model.config, "max_position_embeddings", 2048)
@@ -235,19 +258,26 @@ class ModelPolicy:
         with torch.inference_mode():
             inp = torch.tensor([ids], dtype=torch.long, device=device)
             past = None
+            new: list[int] = []
             for _ in range(budget):
                 res = self.model(input_ids=inp, use_cache=True, **{cache_arg: past})
                 past = getattr(res, cache_arg)
-                nxt = int(res.logits[0, -1].argmax())
+                logits = res.logits[0, -1]
+                nxt = int(logits.argmax())
+                if sources is not None and new:
+                    allowed = self.copy.allowed(sources, self.tokenizer.decode(new, skip_special_tokens=False))
+                    if allowed:
+                        nxt = allowed[int(logits[allowed].argmax())]
                 if nxt in self.stop_ids:
                     return
+                new.append(nxt)
                 yield nxt
                 inp = torch.tensor([[nxt]], dtype=torch.long, device=device)
 
     def complete_text(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]],
                       max_new_tokens: int | None = None) -> tuple[str, int, int]:
         ids = self.prompt_ids(messages, tools)
-        new = list(self.generate_ids(ids, max_new_tokens))
+        new = list(self.generate_ids(ids, max_new_tokens, self.copy_sources(messages)))
         return self.tokenizer.decode(new, skip_special_tokens=False), len(ids), len(new)
 
     def __call__(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> Message:
@@ -309,18 +339,16 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from .base_model import load_trained
     from .formats import load_flowchart
     from .train import read_jsonl
 
     try:
         fc = load_flowchart(args.flowchart)
-        model, tok = load_trained(args.model)
+        policy = ModelPolicy.from_folder(args.model)
         rows = read_jsonl(args.data)[: args.limit]
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    policy = ModelPolicy(model, tok)
     for row in rows:
         t = simulate(row, policy, fc)
         print(json.dumps({"path_id": t.path_id, "completed": t.completed, "derailed_at": t.derailed_at,

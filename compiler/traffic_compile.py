@@ -121,7 +121,9 @@ def render_path(fc: Any, path: Any, seed: int, variant: int, novel_share: float 
 
 def _thin_rows(mined: MinedWorkflow, cfg: CompileConfig) -> tuple[list[dict[str, Any]], list[Any], dict[str, Any]]:
     """Rendered conversations for the mined paths fewer than ``data.thin_conversations`` captured
-    conversations walk (walked at least once, unless ``data.render_unwalked``)."""
+    conversations walk (walked at least once, unless ``data.render_unwalked``), and the paths the simulator
+    gate drives: every mined path, or with ``data.render_unwalked`` off only those traffic walks (the model
+    is not taught the others, which for such an app mix branches it never mixes)."""
     from .paths import enumerate_paths
 
     d = cfg.data
@@ -132,11 +134,14 @@ def _thin_rows(mined: MinedWorkflow, cfg: CompileConfig) -> tuple[list[dict[str,
         walked[tuple(nodes)] = walked.get(tuple(nodes), 0) + 1
     rows: list[dict[str, Any]] = []
     thin_paths = 0
+    gated: list[Any] = []
     for p in ps.paths:
         probe = render_path(mined.flowchart, p, d.seed, 0)
         if probe is None:
             continue
         seen = walked.get(tuple(probe["tiergate"]["nodes"]), 0)
+        if seen or d.render_unwalked:
+            gated.append(p)
         if seen < thin and (seen > 0 or d.render_unwalked):
             thin_paths += 1
             more = [render_path(mined.flowchart, p, d.seed, v, d.novel_slot_share) for v in range(thin - seen)]
@@ -144,8 +149,8 @@ def _thin_rows(mined: MinedWorkflow, cfg: CompileConfig) -> tuple[list[dict[str,
     # traffic first: rendered conversations never outnumber the captured ones
     captured = len(mined.turn_nodes)
     rows = _spread(rows, max(0, min(captured, d.max_train_conversations - captured)))
-    return rows, list(ps.paths), {"total": len(ps.paths), "thin": thin_paths, "method": ps.method,
-                                  "node_coverage": ps.node_coverage, "edge_coverage": ps.edge_coverage}
+    return rows, gated, {"total": len(ps.paths), "thin": thin_paths, "method": ps.method, "gated": len(gated),
+                         "node_coverage": ps.node_coverage, "edge_coverage": ps.edge_coverage}
 
 
 def mine_stage(traffic: str | Path, out: Path, holdout: float, seed: int, name: str | None,
@@ -205,7 +210,7 @@ def compile_from_traffic(
     The held-out share and the replay thresholds are the config's (``gate.replay_holdout``,
     ``gate.min_replay_accuracy``, ``gate.min_replay_node_accuracy``)."""
     from .artifact import Manifest, tool_call_parser, write_artifact, write_gate_failure
-    from .base_model import check_base_model, check_base_template, load_trained
+    from .base_model import check_base_model, check_base_template
     from .evaluate import evaluate, report_markdown, write_report
     from .mine.replay import replay_gate, replay_markdown, replay_passes
     from .simulate import ModelPolicy
@@ -269,8 +274,8 @@ def compile_from_traffic(
     stages["train"] = round(time.monotonic() - t, 2)
 
     t = time.monotonic()
-    model, tok = load_trained(result.model_dir)
-    policy = ModelPolicy(model, tok, cfg.gate.max_new_tokens)
+    policy = ModelPolicy.from_folder(result.model_dir, cfg.gate.max_new_tokens)
+    tok = policy.tokenizer
     report = evaluate(fc, eval_rows, policy, cfg.gate, echo=echo)
     tools = [dict(x) for x in fc.tools]
     replay = replay_gate(lambda msgs, _tools: policy(msgs, tools), held, mined, prepare=serve_prepare(mined))

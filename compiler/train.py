@@ -33,6 +33,7 @@ from typing import Any
 
 from .base_model import check_base_model
 from .config import TrainConfig, load_compile_config
+from .copying import find_copied, write_copied
 
 
 class TrainError(RuntimeError):
@@ -457,6 +458,8 @@ def train(
     if main:
         tokenizer.save_pretrained(str(model_dir))
         model.generation_config.save_pretrained(str(model_dir))
+        if cfg.copy_arguments:
+            write_copied(model_dir, find_copied(train_rows))
         write_json_atomic(
             model_dir / "train_meta.json",
             {"result": asdict(result), "config": asdict(cfg), "train_rows": len(train_rows),

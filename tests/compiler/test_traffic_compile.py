@@ -75,7 +75,7 @@ def test_the_gateway_serves_the_prompt_the_compiler_trained_on(acme: Any) -> Non
 
 def test_thin_paths_are_topped_up_and_unwalked_ones_rendered_only_when_asked(acme: Any) -> None:
     from compiler.config import CompileConfig
-    from compiler.traffic_compile import _thin_rows, captured_rows
+    from compiler.traffic_compile import _thin_rows, captured_rows, render_path
 
     mined, train, _records = acme
     walked = {tuple(n) for n in mined.turn_nodes}
@@ -84,8 +84,11 @@ def test_thin_paths_are_topped_up_and_unwalked_ones_rendered_only_when_asked(acm
     assert info["total"] == len(paths) and 0 < info["thin"] <= len(paths)
     assert any(tuple(r["tiergate"]["nodes"]) not in walked for r in rows)  # default: unwalked paths too
     cfg.data.render_unwalked = False
-    only, _paths, less = _thin_rows(mined, cfg)
+    only, gated, less = _thin_rows(mined, cfg)
     assert only and all(tuple(r["tiergate"]["nodes"]) in walked for r in only) and less["thin"] < info["thin"]
+    # the simulator then drives only paths traffic walks: the model is taught no others
+    assert 0 < len(gated) == less["gated"] < info["gated"] == info["total"]
+    assert all(tuple(render_path(mined.flowchart, p, 0, 0)["tiergate"]["nodes"]) in walked for p in gated)
     cfg.data.thin_conversations = 0
     assert _thin_rows(mined, cfg)[0] == []
     # every captured conversation trains, each followed by its value-swapped copies

@@ -1,0 +1,291 @@
+"""Copied tool arguments: a value the frontier always copies from the conversation is decoded as a copy.
+
+Some tool-call arguments are never made up in a workflow's traffic: an order number, an email, an
+address is copied from what the user said or what a tool returned. A small model picks the right value
+(its first token) but garbles a long random one when it copies it token by token: induction on a
+repeated digit jumps to the wrong place (``A86673`` written as ``A86737``). Pointer-style copying mends
+that at decoding time, as copy mechanisms do in task-oriented dialogue models: while the model writes the
+value of such an argument, the tokens it may choose are those that continue a span of the conversation
+(one starting at a word boundary), or close the value where such a span ends at one; among them the
+model's own scores pick. The value is then always one the conversation holds, and which one is still the
+model's decision (a corrected order number, the email rather than the name).
+
+Which arguments: learnt from the training conversations (:func:`find_copied`): a (tool, argument) whose
+string values were found verbatim in the messages before the call in at least ``min_share`` of at least
+``min_calls`` calls. They are written with the trained model (``copying.json``) and read by every decoder of
+it (the eval gate, the replay gate, the simulator, the built-in server), so the gate measures what serves::
+
+    copied = find_copied(train_rows)   # {"lookup_order": {"order_id": {"from": ["user"], "shapes": ["A9"], ...}}}
+    write_copied(model_dir, copied)
+    rule = CopyRule(tokenizer, read_copied(model_dir))
+    allowed = rule.allowed(rule.sources(messages), generated_text)   # token ids, or None: unconstrained
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .toolcalls import CALL_CLOSE, CALL_OPEN
+
+FILE = "copying.json"
+Copied = dict[str, dict[str, dict[str, Any]]]  # tool -> argument -> {"from": roles, "shapes": [...], "max_chars"}
+_NAME_RE = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_ARGS_RE = re.compile(r'"arguments"\s*:\s*\{')
+_AFTER_VALUE = re.compile(r"\s*($|[,}])")
+
+
+def _escaped(text: str) -> str:
+    """``text`` as it stands inside a JSON string (how a tool call writes a value)."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def _texts(message: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(source, text) for the words a message carries: its content under its role (``system`` for a
+    developer message), and the string values of its tool calls' arguments as ``call``."""
+    role = str(message.get("role") or "")
+    role = "system" if role == "developer" else role
+    content = message.get("content")
+    if isinstance(content, str):
+        yield role, content
+    elif isinstance(content, list):
+        yield role, "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    for call in message.get("tool_calls") or []:
+        args = (call.get("function") or call).get("arguments")
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:
+                yield "call", args
+                continue
+        if isinstance(args, Mapping):
+            yield from (("call", v) for v in args.values() if isinstance(v, str))
+
+
+def _at_word(text: str, value: str) -> bool:
+    """``value`` occurs in ``text`` starting and ending at word boundaries."""
+    start = 0
+    while (i := text.find(value, start)) >= 0:
+        end = i + len(value)
+        if (i == 0 or not text[i - 1].isalnum()) and (end == len(text) or not text[end].isalnum()):
+            return True
+        start = i + 1
+    return False
+
+
+def _calls(message: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") or call
+        args = fn.get("arguments")
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:
+                continue
+        if isinstance(args, Mapping) and isinstance(fn.get("name"), str):
+            yield fn["name"], args
+
+
+def shape(value: str) -> str:
+    """A value's shape: runs of capitals, lower-case letters and digits as ``A``, ``a``, ``9``, the rest
+    kept (``cy15@example.com`` -> ``a9@a.a``, ``A40490`` -> ``A9``, ``12 High Street`` -> ``9 Aa Aa``)."""
+    out: list[str] = []
+    for ch in value:
+        c = "9" if ch.isdigit() else "A" if ch.isupper() else "a" if ch.isalpha() else ch
+        if not (out and out[-1] == c and c in "A9a"):
+            out.append(c)
+    return "".join(out)
+
+
+def find_copied(rows: Iterable[Mapping[str, Any]], min_share: float = 0.99, min_calls: int = 5,
+                max_shapes: int = 16) -> Copied:
+    """The arguments whose string values the conversations copy, each with where and what it copies:
+
+    - ``from``: the sources it copies from (a role's messages, or ``call`` for earlier calls' arguments):
+      where its values first appear, most often first, until they hold ``min_share`` of its values (the
+      user's words for an order number, a tool's result for a reference). A value is then never taken from
+      the date in a system line, nor from a reply that misquoted it;
+    - ``shapes``: the shapes (:func:`shape`) its values took, when they are at most ``max_shapes`` (an
+      email is copied as an email, not as the word before it); None when values have no common shape;
+    - ``max_chars``: the longest value seen.
+    """
+    seen: Counter[tuple[str, str]] = Counter()
+    found: dict[tuple[str, str], list[tuple[frozenset[str], str, str]]] = {}  # (sources holding it, first, value)
+    for row in rows:
+        before: list[tuple[str, str]] = []
+        for m in row.get("messages") or []:
+            if m.get("role") == "assistant":
+                for name, args in _calls(m):
+                    for key, value in args.items():
+                        if isinstance(value, str) and value.strip():
+                            seen[name, key] += 1
+                            holding = [r for r, t in before if _at_word(t, value)]
+                            if holding:
+                                found.setdefault((name, key), []).append((frozenset(holding), holding[0], value))
+            before.extend(_texts(m))
+    out: Copied = {}
+    for (name, key), n in sorted(seen.items()):
+        hits = found.get((name, key), [])
+        if n < min_calls or len(hits) < min_share * n:
+            continue
+        first = Counter(f for _h, f, _v in hits)
+        roles: set[str] = set()
+        for role, _count in sorted(first.items(), key=lambda rc: (-rc[1], rc[0])):
+            if sum(1 for h, _f, _v in hits if h & roles) >= min_share * n:
+                break
+            roles.add(role)
+        shapes = sorted({shape(v) for _h, _f, v in hits})
+        out.setdefault(name, {})[key] = {"from": sorted(roles), "shapes": shapes if len(shapes) <= max_shapes else None,
+                                         "max_chars": max(len(v) for _h, _f, v in hits)}
+    return out
+
+
+def write_copied(folder: str | Path, copied: Copied) -> None:
+    Path(folder, FILE).write_text(json.dumps({"copy_arguments": copied}, indent=2, sort_keys=True))
+
+
+def read_copied(folder: str | Path) -> Copied:
+    """The copied arguments written with a model; none for a model trained before them (or with them off)."""
+    path = Path(folder, FILE)
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {str(tool): {str(arg): dict(rule) for arg, rule in args.items()}
+            for tool, args in (data.get("copy_arguments") or {}).items()}
+
+
+def spans(texts: Iterable[str], shapes: Sequence[str] | None, max_chars: int) -> set[str]:
+    """The spans of ``texts`` a copied value may be: from a word start to a word end, at most ``max_chars``
+    long, of one of ``shapes`` (any shape when None)."""
+    allowed = set(shapes) if shapes is not None else None
+    out: set[str] = set()
+    for text in texts:
+        n = len(text)
+        starts = [i for i in range(n) if not text[i].isspace() and (i == 0 or not text[i - 1].isalnum())]
+        ends = [j for j in range(1, n + 1) if not text[j - 1].isspace() and (j == n or not text[j].isalnum())]
+        for i in starts:
+            for j in ends:
+                if j <= i:
+                    continue
+                if j - i > max_chars:
+                    break
+                piece = text[i:j]
+                if allowed is None or shape(piece) in allowed:
+                    out.add(piece)
+    return out
+
+
+def open_value(text: str) -> tuple[str, str, str] | None:
+    """(tool, argument, value so far, JSON-escaped) when ``text`` (a model's output so far) ends inside a
+    string value of a tool call's top-level argument; else None."""
+    start = text.rfind(CALL_OPEN)
+    if start < 0 or CALL_CLOSE in text[start:]:
+        return None
+    body = text[start + len(CALL_OPEN):]
+    name = _NAME_RE.search(body)
+    args = _ARGS_RE.search(body)
+    if not name or not args:
+        return None
+    depth, in_str, esc, is_key = 0, False, False, True
+    key, cur = "", list[str]()
+    for ch in body[args.end():]:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+                if depth == 0 and is_key:
+                    key = "".join(cur)
+                continue
+            cur.append(ch)
+        elif ch == '"':
+            in_str, cur = True, []
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif depth == 0 and ch == ":":
+            is_key = False
+        elif depth == 0 and ch == ",":
+            is_key = True
+    if in_str and depth == 0 and not is_key:
+        return name.group(1), key, "".join(cur)
+    return None
+
+
+class CopyRule:
+    """The decoding constraint for one model: which arguments copy, and its vocabulary as text."""
+
+    def __init__(self, tokenizer: Any, copied: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
+        self.copied: dict[str, dict[str, dict[str, Any]]] = {
+            name: {a: dict(rule) | {"from": frozenset(rule.get("from") or ())} for a, rule in args.items()}
+            for name, args in copied.items() if args}
+        self._spans: tuple[Any, tuple[str, str], set[str]] = (None, ("", ""), set())
+        self.tokenizer = tokenizer
+        self._plain: dict[str, list[int]] | None = None  # token text -> ids (texts without a quote)
+        self._closing: dict[str, list[int]] = {}  # text before a token's first quote -> ids
+        self._longest = 1
+
+    def __bool__(self) -> bool:
+        return bool(self.copied)
+
+    def _vocab(self) -> dict[str, list[int]]:
+        if self._plain is None:
+            special = set(getattr(self.tokenizer, "all_special_ids", []) or [])
+            plain: dict[str, list[int]] = {}
+            for i in range(len(self.tokenizer)):
+                if i in special:
+                    continue
+                text = self.tokenizer.decode([i], skip_special_tokens=False)
+                if not text or "\ufffd" in text or CALL_OPEN in text or CALL_CLOSE in text:
+                    continue
+                if '"' in text:
+                    before, after = text.split('"', 1)
+                    if _AFTER_VALUE.match(after):  # `"`, `",`, `"}`: never `": "`, which would make the value a key
+                        self._closing.setdefault(before, []).append(i)
+                else:
+                    plain.setdefault(text, []).append(i)
+                self._longest = max(self._longest, len(text))
+            self._plain = plain
+        return self._plain
+
+    @staticmethod
+    def sources(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+        """(role, JSON-escaped text) of every message of the prompt: what a copied value may come from."""
+        return [(r, _escaped(t)) for m in messages for r, t in _texts(m) if t]
+
+    def allowed(self, sources: Sequence[tuple[str, str]], generated: str) -> list[int] | None:
+        """Token ids that keep a copied argument's value one of the conversation's spans of its shape (or
+        close it where it is one); None where no constraint applies (not inside such a value, or no span
+        starts with what is written)."""
+        if not self.copied or CALL_OPEN not in generated:
+            return None
+        at = open_value(generated)
+        rule = self.copied.get(at[0], {}).get(at[1]) if at else None
+        if at is None or rule is None:
+            return None
+        prefix = at[2]
+        cached, key, candidates = self._spans
+        if cached is not sources or key != at[:2]:  # the candidates of one value, computed at its first token
+            texts = [t for r, t in sources if r in rule["from"]]
+            budget = 2 * int(rule.get("max_chars") or 64) + 8  # escaped text runs longer than the value
+            candidates = spans(texts, rule.get("shapes"), budget)
+            self._spans = (sources, at[:2], candidates)
+        plain = self._vocab()
+        ids: set[int] = set()
+        for value in candidates:
+            if not value.startswith(prefix):
+                continue
+            rest = value[len(prefix):]
+            for j in range(1, min(len(rest), self._longest) + 1):
+                ids.update(plain.get(rest[:j], ()))
+            ids.update(self._closing.get(rest, ()))  # the value ends here: a token closing the string
+        return sorted(ids) or None

@@ -1,0 +1,143 @@
+"""Copied tool arguments (compiler/copying.py): which arguments copy, and decoding that keeps them copies.
+
+The rule is learnt from known conversations (exact roles, shapes, lengths), applied to a tokenizer trained
+here (the scratch one and a Qwen-like one), and then to a really trained micro model: a model that learnt
+to write one memorised order number writes the number the user gave once its decoder copies.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compiler.copying import CopyRule, find_copied, open_value, read_copied, shape, spans, write_copied
+from compiler.scratch import train_tokenizer
+
+TOOLS = [{"type": "function", "function": {"name": "lookup_order", "parameters": {
+    "type": "object", "properties": {"order_id": {"type": "string"}, "channel": {"type": "string"}}}}}]
+
+
+def call(name: str, **args: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]}
+
+
+def conversation(order: str, email: str, said: str = "My order is {order}.") -> dict[str, Any]:
+    return {"tools": TOOLS, "messages": [
+        {"role": "system", "content": "Today's date: 2026-12-04."},
+        {"role": "user", "content": said.format(order=order)},
+        call("lookup_order", order_id=order, channel="web"),
+        {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"order_id": order, "ref": "R7731"})},
+        {"role": "user", "content": f"It's {email}."},
+        call("verify", order_id=order, email=email, ref="R7731", note="checked"),
+        {"role": "assistant", "content": "Thanks, you are verified."},
+    ]}
+
+
+ROWS = [conversation(f"A{10000 + 7919 * i % 90000}", f"user{i}@example.com") for i in range(8)]
+
+
+def test_shapes_name_runs_of_letters_and_digits() -> None:
+    assert shape("A86673") == "A9"
+    assert shape("cy15@example.com") == "a9@a.a"
+    assert shape("12 High Street, Leeds") == "9 Aa Aa, Aa"
+    assert shape("too small") == "a a"
+
+
+def test_found_arguments_roles_shapes_and_lengths() -> None:
+    copied = find_copied(ROWS)
+    assert copied == {
+        "lookup_order": {"order_id": {"from": ["user"], "shapes": ["A9"], "max_chars": 6}},
+        # the order number is in the user's words, the tool's result and the earlier call: it came from the user
+        "verify": {"email": {"from": ["user"], "shapes": ["a9@a.a"], "max_chars": 17},
+                   "order_id": {"from": ["user"], "shapes": ["A9"], "max_chars": 6},
+                   "ref": {"from": ["tool"], "shapes": ["A9"], "max_chars": 5}},
+    }
+    # a constant the conversation never says (channel, note) is not a copy; nor is anything below min_calls
+    assert find_copied(ROWS, min_calls=9) == {}
+
+
+def test_an_argument_made_up_once_in_a_hundred_is_not_a_copy() -> None:
+    rows = [conversation(f"A{10000 + i}", f"u{i}@example.com") for i in range(99)]
+    rows.append(conversation("A55555", "u@example.com", said="My order is the one from Tuesday."))
+    assert "lookup_order" in find_copied(rows)  # 99 of 100 is the default's 0.99
+    assert "lookup_order" not in find_copied(rows, min_share=0.995)
+
+
+def test_open_value_says_which_argument_is_being_written() -> None:
+    head = '<tool_call>{"name": "verify", "arguments": {"order_id": "A86673", '
+    assert open_value(head + '"email": "cy1') == ("verify", "email", "cy1")
+    assert open_value(head + '"email": "') == ("verify", "email", "")
+    assert open_value(head + '"email') is None  # a key, not a value
+    assert open_value(head + '"email": "a@b.c"}}</tool_call>') is None
+    assert open_value('<tool_call>{"name": "v", "arguments": {"q": {"inner": "x') is None  # nested: left alone
+    assert open_value('<tool_call>{"name": "v", "arguments": {"q": "say \\"hi') == ("v", "q", 'say \\"hi')
+    assert open_value("Your order A86673 is on its way.") is None
+
+
+def test_spans_are_word_aligned_and_of_a_known_shape() -> None:
+    texts = ["It's cy15@example.com, not dee4@example.com.", "Order A86673 of 2026-12-04"]
+    assert spans(texts, ["a9@a.a"], 40) == {"cy15@example.com", "dee4@example.com"}
+    assert spans(texts, ["A9"], 10) == {"A86673"}
+    assert "A8667" not in spans(texts, None, 10)  # never a piece of a word
+
+
+def _allowed_texts(rule: CopyRule, tok: Any, sources: Any, text: str) -> set[str]:
+    return {tok.decode([i]) for i in rule.allowed(sources, text) or []}
+
+
+@pytest.mark.parametrize("kind", ["scratch", "qwen"])
+def test_allowed_tokens_continue_a_span_and_close_it_only_at_its_end(kind: str, tmp_path: Path) -> None:
+    if kind == "scratch":
+        tok = train_tokenizer(ROWS * 4, vocab_size=400)
+    else:
+        from tiny_qwen import train_qwen_tokenizer
+
+        tok = train_qwen_tokenizer([json.dumps(r) for r in ROWS * 4], vocab_size=600)
+    rule = CopyRule(tok, find_copied(ROWS))
+    sources = rule.sources([{"role": "user", "content": "It is A86673, or was it A86612?"},
+                            {"role": "system", "content": "Ticket A86699."}])
+    head = '<tool_call>{"name": "lookup_order", "arguments": {"order_id": "'
+    first = _allowed_texts(rule, tok, sources, head)
+    assert first and all("A86673".startswith(t) or "A86612".startswith(t) for t in first)
+    assert all(not "A86699".startswith(t) or "A86673".startswith(t) for t in first)  # a system line is not a source
+    later = _allowed_texts(rule, tok, sources, head + "A866")
+    assert later and later <= {"7", "73", "1", "12"}
+    done = _allowed_texts(rule, tok, sources, head + "A86673")
+    assert done and all(t.startswith('"') for t in done)  # only a closing quote once the value is whole
+    assert rule.allowed(sources, head.replace("lookup_order", "cancel")) is None  # not a copied tool
+    assert rule.allowed(sources, head.replace("order_id", "channel")) is None  # not a copied argument
+    assert rule.allowed(sources, head + "Z9") is None  # nothing starts so: unconstrained, not stuck
+    write_copied(tmp_path, find_copied(ROWS))
+    assert read_copied(tmp_path) == find_copied(ROWS)
+    assert read_copied(tmp_path / "missing") == {}
+
+
+@pytest.mark.timeout(300)
+def test_a_trained_model_copies_the_users_number_with_the_rule(tmp_path: Path) -> None:
+    """A tiny model trained to call lookup_order with one memorised number writes that number plain, and
+    the number the user gave with the copy rule: the rule, not the weights, keeps a value a copy."""
+    from compiler.config import TrainConfig
+    from compiler.simulate import ModelPolicy
+    from compiler.train import train
+
+    memorised = {"tools": TOOLS, "messages": [
+        {"role": "user", "content": "Hello, my order please."},
+        call("lookup_order", order_id="A11111"),
+    ]}
+    cfg = TrainConfig(base_model="scratch:tiny", batch_size=4, max_steps=100, eval_steps=1000, vocab_size=300,
+                      logging_steps=1000, learning_rate=0.005, copy_arguments=True)
+    result = train([memorised] * 16, [memorised], tmp_path / "run", cfg, echo=lambda _s: None)
+    # the training rows never copy, so no rule was learnt from them; the test gives the one to apply
+    assert read_copied(result.model_dir) == {}
+    asked = [{"role": "user", "content": "Hello, my order please. It is A86673."}]
+    plain = ModelPolicy.from_folder(result.model_dir)
+    text, _, _ = plain.complete_text(asked, TOOLS)
+    assert text.startswith('<tool_call>{"name": "lookup_order"') and '"A1' in text and "A86673" not in text, text
+    write_copied(result.model_dir, {"lookup_order": {"order_id": {"from": ["user"], "shapes": ["A9"], "max_chars": 6}}})
+    copying = ModelPolicy.from_folder(result.model_dir)
+    got = copying(asked, TOOLS)
+    assert json.loads(got["tool_calls"][0]["function"]["arguments"]) == {"order_id": "A86673"}
