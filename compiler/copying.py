@@ -18,7 +18,7 @@ it (the eval gate, the replay gate, the simulator, the built-in server), so the 
     copied = find_copied(train_rows)   # {"lookup_order": {"order_id": {"from": ["user"], "shapes": ["A9"], ...}}}
     write_copied(model_dir, copied)
     rule = CopyRule(tokenizer, read_copied(model_dir))
-    allowed = rule.allowed(rule.sources(messages), generated_text)   # token ids, or None: unconstrained
+    allowed = rule.allowed(rule.sources(messages, tools), generated_text)   # token ids, or None: unconstrained
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .toolcalls import CALL_CLOSE, CALL_OPEN
 
@@ -37,6 +38,8 @@ Copied = dict[str, dict[str, dict[str, Any]]]  # tool -> argument -> {"from": ro
 _NAME_RE = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _ARGS_RE = re.compile(r'"arguments"\s*:\s*\{')
 _AFTER_VALUE = re.compile(r"\s*($|[,}])")
+_NEXT_KEY = re.compile(r'\s*,\s*"([^"]*)(")?')
+_AFTER_KEY = re.compile(r"\s*($|:\s*($|\"))")
 
 
 def _escaped(text: str) -> str:
@@ -179,9 +182,28 @@ def spans(texts: Iterable[str], shapes: Sequence[str] | None, max_chars: int) ->
     return out
 
 
-def open_value(text: str) -> tuple[str, str, str] | None:
-    """(tool, argument, value so far, JSON-escaped) when ``text`` (a model's output so far) ends inside a
-    string value of a tool call's top-level argument; else None."""
+class OpenValue(NamedTuple):
+    tool: str
+    key: str  # the argument (for a key being written: "")
+    prefix: str  # the value (or the key) so far, JSON-escaped
+    keys: tuple[str, ...]  # the arguments written before this one
+    in_key: bool = False
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What a copied value may be taken from: (source, JSON-escaped text) of the prompt's messages, and
+    each tool's required arguments (its call is not closed before they are written)."""
+
+    texts: tuple[tuple[str, str], ...]
+    required: Mapping[str, frozenset[str]]
+    params: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # each tool's declared arguments
+
+
+def open_value(text: str) -> OpenValue | None:
+    """Where ``text`` (a model's output so far) ends inside a string value of a tool call's top-level
+    argument: the tool, the argument, the value so far and the arguments before it; inside a top-level
+    argument's name: ``in_key`` and the name so far; else None."""
     start = text.rfind(CALL_OPEN)
     if start < 0 or CALL_CLOSE in text[start:]:
         return None
@@ -191,7 +213,7 @@ def open_value(text: str) -> tuple[str, str, str] | None:
     if not name or not args:
         return None
     depth, in_str, esc, is_key = 0, False, False, True
-    key, cur = "", list[str]()
+    key, cur, keys = "", list[str](), list[str]()
     for ch in body[args.end():]:
         if in_str:
             if esc:
@@ -202,6 +224,7 @@ def open_value(text: str) -> tuple[str, str, str] | None:
                 in_str = False
                 if depth == 0 and is_key:
                     key = "".join(cur)
+                    keys.append(key)
                 continue
             cur.append(ch)
         elif ch == '"':
@@ -216,8 +239,10 @@ def open_value(text: str) -> tuple[str, str, str] | None:
             is_key = False
         elif depth == 0 and ch == ",":
             is_key = True
-    if in_str and depth == 0 and not is_key:
-        return name.group(1), key, "".join(cur)
+    if in_str and depth == 0:
+        if is_key:
+            return OpenValue(name.group(1), "", "".join(cur), tuple(keys), in_key=True)
+        return OpenValue(name.group(1), key, "".join(cur), tuple(keys[:-1]))
     return None
 
 
@@ -232,6 +257,9 @@ class CopyRule:
         self.tokenizer = tokenizer
         self._plain: dict[str, list[int]] | None = None  # token text -> ids (texts without a quote)
         self._closing: dict[str, list[int]] = {}  # text before a token's first quote -> ids
+        self._ends_call: set[int] = set()  # closing tokens that also close the arguments (`"}`)
+        self._key_closing: dict[str, list[int]] = {}  # as _closing, for tokens ending an argument's name (`": "`)
+        self._next_key: dict[int, tuple[str, bool]] = {}  # closing token -> the next argument's name it starts
         self._longest = 1
 
     def __bool__(self) -> bool:
@@ -249,8 +277,14 @@ class CopyRule:
                     continue
                 if '"' in text:
                     before, after = text.split('"', 1)
+                    if _AFTER_KEY.match(after):
+                        self._key_closing.setdefault(before, []).append(i)
                     if _AFTER_VALUE.match(after):  # `"`, `",`, `"}`: never `": "`, which would make the value a key
                         self._closing.setdefault(before, []).append(i)
+                        if (nxt := _NEXT_KEY.match(after)) is not None:  # `", "reason": "` names the next argument
+                            self._next_key[i] = (nxt.group(1), bool(nxt.group(2)))
+                        if "}" in after:
+                            self._ends_call.add(i)
                 else:
                     plain.setdefault(text, []).append(i)
                 self._longest = max(self._longest, len(text))
@@ -258,24 +292,34 @@ class CopyRule:
         return self._plain
 
     @staticmethod
-    def sources(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
-        """(role, JSON-escaped text) of every message of the prompt: what a copied value may come from."""
-        return [(r, _escaped(t)) for m in messages for r, t in _texts(m) if t]
+    def sources(messages: Iterable[Mapping[str, Any]], tools: Iterable[Mapping[str, Any]] = ()) -> Sources:
+        """What the values of a call answering ``messages`` may be copied from (every message), and the
+        required arguments of ``tools``."""
+        required, params = {}, {}
+        for t in tools:
+            fn = t.get("function", t)
+            schema = fn.get("parameters") or {}
+            required[str(fn.get("name"))] = frozenset(str(k) for k in schema.get("required") or [])
+            if schema.get("additionalProperties") is not True:
+                params[str(fn.get("name"))] = tuple(str(k) for k in schema.get("properties") or {})
+        return Sources(tuple((r, _escaped(t)) for m in messages for r, t in _texts(m) if t), required, params)
 
-    def allowed(self, sources: Sequence[tuple[str, str]], generated: str) -> list[int] | None:
+    def allowed(self, sources: Sources, generated: str) -> list[int] | None:
         """Token ids that keep a copied argument's value one of the conversation's spans of its shape (or
         close it where it is one); None where no constraint applies (not inside such a value, or no span
         starts with what is written)."""
         if not self.copied or CALL_OPEN not in generated:
             return None
         at = open_value(generated)
+        if at is not None and at.in_key:
+            return self._key_tokens(sources, at)
         rule = self.copied.get(at[0], {}).get(at[1]) if at else None
         if at is None or rule is None:
             return None
         prefix = at[2]
         cached, key, candidates = self._spans
         if cached is not sources or key != at[:2]:  # the candidates of one value, computed at its first token
-            texts = [t for r, t in sources if r in rule["from"]]
+            texts = [t for r, t in sources.texts if r in rule["from"]]
             budget = 2 * int(rule.get("max_chars") or 64) + 8  # escaped text runs longer than the value
             candidates = spans(texts, rule.get("shapes"), budget)
             self._spans = (sources, at[:2], candidates)
@@ -288,4 +332,28 @@ class CopyRule:
             for j in range(1, min(len(rest), self._longest) + 1):
                 ids.update(plain.get(rest[:j], ()))
             ids.update(self._closing.get(rest, ()))  # the value ends here: a token closing the string
+        if sources.required.get(at.tool, frozenset()) - {*at.keys, at.key}:
+            ids -= self._ends_call  # a required argument is still to come
+        names = sources.params.get(at.tool)
+        if names:  # a closing token that starts the next argument's name starts a declared one not yet written
+            left = [n for n in names if n not in at.keys and n != at.key]
+            ids = {i for i in ids if i not in self._next_key or any(
+                n == self._next_key[i][0] or (not self._next_key[i][1] and n.startswith(self._next_key[i][0]))
+                for n in left)}
+        return sorted(ids) or None
+
+    def _key_tokens(self, sources: Sources, at: OpenValue) -> list[int] | None:
+        """In a copying tool's call, an argument's name is one of its declared arguments not yet written."""
+        names = sources.params.get(at.tool)
+        if at.tool not in self.copied or not names:
+            return None
+        plain = self._vocab()
+        ids: set[int] = set()
+        for name in names:
+            if name in at.keys or not name.startswith(at.prefix):
+                continue
+            rest = name[len(at.prefix):]
+            for j in range(1, min(len(rest), self._longest) + 1):
+                ids.update(plain.get(rest[:j], ()))
+            ids.update(self._key_closing.get(rest, ()))
         return sorted(ids) or None

@@ -108,7 +108,7 @@ class ChatEngine:
         """Yield decoded text deltas; holds back a partial UTF-8 character until it completes."""
         with self.lock:
             ids = self.policy.prompt_ids(msgs, tools)
-            sources = self.policy.copy_sources(msgs)
+            sources = self.policy.copy_sources(msgs, tools)
             usage["prompt_tokens"] = len(ids)
             new: list[int] = []
             sent = ""

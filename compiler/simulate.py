@@ -19,7 +19,10 @@ import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .copying import Sources
 
 Message = dict[str, Any]
 NodeMatcher = Callable[[Any, Mapping[str, Any], Mapping[str, str]], "str | None"]
@@ -226,9 +229,9 @@ class ModelPolicy:
         model, tok = load_trained(folder)
         return cls(model, tok, max_new_tokens, read_copied(folder))
 
-    def copy_sources(self, messages: Sequence[Message]) -> list[tuple[str, str]] | None:
+    def copy_sources(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] = ()) -> Sources | None:
         """What copied argument values may be taken from (None when this model copies none)."""
-        return self.copy.sources(messages) if self.copy else None
+        return self.copy.sources(messages, tools) if self.copy else None
 
     def prompt_ids(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> list[int]:
         from .templates import chat_messages
@@ -242,7 +245,7 @@ class ModelPolicy:
         return list(out["input_ids"])
 
     def generate_ids(self, ids: list[int], max_new_tokens: int | None = None,
-                     sources: Sequence[tuple[str, str]] | None = None) -> Any:
+                     sources: Sources | None = None) -> Any:
         """Yield new token ids one at a time (greedy, KV cache): serve streams from this.
 
         With ``sources`` (``copy_sources`` of the prompt's messages), the value of a copied tool argument
@@ -277,7 +280,7 @@ class ModelPolicy:
     def complete_text(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]],
                       max_new_tokens: int | None = None) -> tuple[str, int, int]:
         ids = self.prompt_ids(messages, tools)
-        new = list(self.generate_ids(ids, max_new_tokens, self.copy_sources(messages)))
+        new = list(self.generate_ids(ids, max_new_tokens, self.copy_sources(messages, tools)))
         return self.tokenizer.decode(new, skip_special_tokens=False), len(ids), len(new)
 
     def __call__(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> Message:

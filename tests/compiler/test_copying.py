@@ -69,12 +69,12 @@ def test_an_argument_made_up_once_in_a_hundred_is_not_a_copy() -> None:
 
 def test_open_value_says_which_argument_is_being_written() -> None:
     head = '<tool_call>{"name": "verify", "arguments": {"order_id": "A86673", '
-    assert open_value(head + '"email": "cy1') == ("verify", "email", "cy1")
-    assert open_value(head + '"email": "') == ("verify", "email", "")
-    assert open_value(head + '"email') is None  # a key, not a value
+    assert open_value(head + '"email": "cy1') == ("verify", "email", "cy1", ("order_id",), False)
+    assert open_value(head + '"email": "') == ("verify", "email", "", ("order_id",), False)
+    assert open_value(head + '"email') == ("verify", "", "email", ("order_id",), True)  # a name, not a value
     assert open_value(head + '"email": "a@b.c"}}</tool_call>') is None
     assert open_value('<tool_call>{"name": "v", "arguments": {"q": {"inner": "x') is None  # nested: left alone
-    assert open_value('<tool_call>{"name": "v", "arguments": {"q": "say \\"hi') == ("v", "q", 'say \\"hi')
+    assert open_value('<tool_call>{"name": "v", "arguments": {"q": "say \\"hi') == ("v", "q", 'say \\"hi', (), False)
     assert open_value("Your order A86673 is on its way.") is None
 
 
@@ -99,7 +99,7 @@ def test_allowed_tokens_continue_a_span_and_close_it_only_at_its_end(kind: str, 
         tok = train_qwen_tokenizer([json.dumps(r) for r in ROWS * 4], vocab_size=600)
     rule = CopyRule(tok, find_copied(ROWS))
     sources = rule.sources([{"role": "user", "content": "It is A86673, or was it A86612?"},
-                            {"role": "system", "content": "Ticket A86699."}])
+                            {"role": "system", "content": "Ticket A86699."}], TOOLS)
     head = '<tool_call>{"name": "lookup_order", "arguments": {"order_id": "'
     first = _allowed_texts(rule, tok, sources, head)
     assert first and all("A86673".startswith(t) or "A86612".startswith(t) for t in first)
@@ -108,9 +108,20 @@ def test_allowed_tokens_continue_a_span_and_close_it_only_at_its_end(kind: str, 
     assert later and later <= {"7", "73", "1", "12"}
     done = _allowed_texts(rule, tok, sources, head + "A86673")
     assert done and all(t.startswith('"') for t in done)  # only a closing quote once the value is whole
+    assert any("}" in t for t in done)
+    # a required argument still to come: the value closes, the call does not
+    needs = rule.sources([{"role": "user", "content": "It is A86673."}],
+                         [{"type": "function", "function": {"name": "lookup_order", "parameters": {
+                             "type": "object", "required": ["order_id", "channel"]}}}])
+    early = _allowed_texts(rule, tok, needs, head + "A86673")
+    assert early and all(t.startswith('"') and "}" not in t for t in early)
     assert rule.allowed(sources, head.replace("lookup_order", "cancel")) is None  # not a copied tool
     assert rule.allowed(sources, head.replace("order_id", "channel")) is None  # not a copied argument
     assert rule.allowed(sources, head + "Z9") is None  # nothing starts so: unconstrained, not stuck
+    # an argument's name is a declared one not yet written; a closing token naming the next one, too
+    names = _allowed_texts(rule, tok, sources, head + 'A86673", "')
+    assert names and all("channel".startswith(t) or t.startswith('channel"') for t in names), names
+    assert not any("order_id".startswith(t) and not "channel".startswith(t) for t in names)
     write_copied(tmp_path, find_copied(ROWS))
     assert read_copied(tmp_path) == find_copied(ROWS)
     assert read_copied(tmp_path / "missing") == {}

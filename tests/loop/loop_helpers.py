@@ -128,3 +128,9 @@ def wait_for(fn: Any, timeout: float = 20.0, interval: float = 0.1) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def compile_log_tail(out_dir: str | Path, chars: int = 3000) -> str:
+    """The end of a compile job's log, for an assertion message when the job failed."""
+    log = Path(out_dir) / "compile.log"
+    return log.read_text()[-chars:] if log.is_file() else f"(no {log})"

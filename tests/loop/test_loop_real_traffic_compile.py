@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import openai
 import pytest
-from loop_helpers import HERE, ROOT, Proc, free_port, stored_requests
+from loop_helpers import HERE, ROOT, Proc, compile_log_tail, free_port, stored_requests
 
 pytest_plugins = ["loop_fixtures"]
 
@@ -154,7 +154,7 @@ def _run(start_loop_gateway: Any, tmp_path: Path, script: Path, port: int) -> No
     deadline = time.monotonic() + 1800
     while route()["mode"] != "compiled":
         state = api("GET", f"/api/jobs/{job['id']}").json()
-        assert state["state"] != "failed", (state.get("error"), _tail(Path(state["out_dir"])))
+        assert state["state"] != "failed", (state.get("error"), compile_log_tail(state["out_dir"]))
         assert time.monotonic() < deadline, (route(), state)
         run_one()
         if route()["mode"] == "frontier":
@@ -198,8 +198,3 @@ def _run(start_loop_gateway: Any, tmp_path: Path, script: Path, port: int) -> No
           f"compile wall {compiled['stages'].get('wall')} s; live agreement {agreed}/{turns}; cost per "
           f"conversation: frontier ${f:.6f}, compiled ${c:.6f} ({f / c:.0f}x)")
     assert 0 < c < f / 10
-
-
-def _tail(out: Path) -> str:
-    log = out / "compile.log"
-    return log.read_text()[-3000:] if log.is_file() else f"(no {log})"
