@@ -35,6 +35,7 @@ from .toolcalls import CALL_CLOSE, CALL_OPEN
 
 FILE = "copying.json"
 Copied = dict[str, dict[str, dict[str, Any]]]  # tool -> argument -> {"from": roles, "shapes": [...], "max_chars"}
+REPLY = ("", "content")  # where a Copied holds the rule for values quoted in replies (a text turn's "argument")
 _NAME_RE = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _ARGS_RE = re.compile(r'"arguments"\s*:\s*\{')
 _AFTER_VALUE = re.compile(r"\s*($|[,}])")
@@ -104,6 +105,25 @@ def shape(value: str) -> str:
     return "".join(out)
 
 
+def _words(text: str) -> Iterator[str]:
+    """The words of a reply that carry a digit (an order number, a date's day, a house number), without the
+    punctuation around them: the values a reply may quote."""
+    for word in text.split():
+        core = _core(word)
+        if any(ch.isdigit() for ch in core):
+            yield core
+
+
+def _core(word: str) -> str:
+    """``word`` without the punctuation before and after it (``(A86673).`` -> ``A86673``)."""
+    i, j = 0, len(word)
+    while i < j and not word[i].isalnum():
+        i += 1
+    while j > i and not word[j - 1].isalnum():
+        j -= 1
+    return word[i:j]
+
+
 def find_copied(rows: Iterable[Mapping[str, Any]], min_share: float = 0.99, min_calls: int = 5,
                 max_shapes: int = 16) -> Copied:
     """The arguments whose string values the conversations copy, each with where and what it copies:
@@ -115,6 +135,9 @@ def find_copied(rows: Iterable[Mapping[str, Any]], min_share: float = 0.99, min_
     - ``shapes``: the shapes (:func:`shape`) its values took, when they are at most ``max_shapes`` (an
       email is copied as an email, not as the word before it); None when values have no common shape;
     - ``max_chars``: the longest value seen.
+
+    Replies count as the ``content`` argument of a tool named ``""`` (:data:`REPLY`): their words with a
+    digit, when the replies quote them from the conversation as often (``Your order A86673 is with DHL``).
     """
     seen: Counter[tuple[str, str]] = Counter()
     found: dict[tuple[str, str], list[tuple[frozenset[str], str, str]]] = {}  # (sources holding it, first, value)
@@ -122,13 +145,15 @@ def find_copied(rows: Iterable[Mapping[str, Any]], min_share: float = 0.99, min_
         before: list[tuple[str, str]] = []
         for m in row.get("messages") or []:
             if m.get("role") == "assistant":
-                for name, args in _calls(m):
-                    for key, value in args.items():
-                        if isinstance(value, str) and value.strip():
-                            seen[name, key] += 1
-                            holding = [r for r, t in before if _at_word(t, value)]
-                            if holding:
-                                found.setdefault((name, key), []).append((frozenset(holding), holding[0], value))
+                values = [((name, key), v) for name, args in _calls(m) for key, v in args.items()]
+                if isinstance(m.get("content"), str) and not m.get("tool_calls"):
+                    values += [(REPLY, w) for w in _words(m["content"])]
+                for at, value in values:
+                    if isinstance(value, str) and value.strip():
+                        seen[at] += 1
+                        holding = [r for r, t in before if _at_word(t, value)]
+                        if holding:
+                            found.setdefault(at, []).append((frozenset(holding), holding[0], value))
             before.extend(_texts(m))
     out: Copied = {}
     for (name, key), n in sorted(seen.items()):
@@ -192,7 +217,7 @@ class OpenValue(NamedTuple):
 
 @dataclass(frozen=True)
 class Sources:
-    """What a copied value may be taken from: (source, JSON-escaped text) of the prompt's messages, and
+    """What a copied value may be taken from: (source, text) of the prompt's messages, and
     each tool's required arguments (its call is not closed before they are written)."""
 
     texts: tuple[tuple[str, str], ...]
@@ -254,6 +279,7 @@ class CopyRule:
             name: {a: dict(rule) | {"from": frozenset(rule.get("from") or ())} for a, rule in args.items()}
             for name, args in copied.items() if args}
         self._spans: tuple[Any, tuple[str, str], set[str]] = (None, ("", ""), set())
+        self._quotable: tuple[Any, set[str], set[str]] = (None, set(), set())  # sources, reply values, their prefixes
         self.tokenizer = tokenizer
         self._plain: dict[str, list[int]] | None = None  # token text -> ids (texts without a quote)
         self._closing: dict[str, list[int]] = {}  # text before a token's first quote -> ids
@@ -302,7 +328,7 @@ class CopyRule:
             required[str(fn.get("name"))] = frozenset(str(k) for k in schema.get("required") or [])
             if schema.get("additionalProperties") is not True:
                 params[str(fn.get("name"))] = tuple(str(k) for k in schema.get("properties") or {})
-        return Sources(tuple((r, _escaped(t)) for m in messages for r, t in _texts(m) if t), required, params)
+        return Sources(tuple((r, t) for m in messages for r, t in _texts(m) if t), required, params)
 
     def allowed(self, sources: Sources, generated: str) -> list[int] | None:
         """Token ids that keep a copied argument's value one of the conversation's spans of its shape (or
@@ -313,13 +339,13 @@ class CopyRule:
         at = open_value(generated)
         if at is not None and at.in_key:
             return self._key_tokens(sources, at)
-        rule = self.copied.get(at[0], {}).get(at[1]) if at else None
+        rule = self.copied.get(at[0], {}).get(at[1]) if at and at.tool != REPLY[0] else None
         if at is None or rule is None:
             return None
         prefix = at[2]
         cached, key, candidates = self._spans
         if cached is not sources or key != at[:2]:  # the candidates of one value, computed at its first token
-            texts = [t for r, t in sources.texts if r in rule["from"]]
+            texts = [_escaped(t) for r, t in sources.texts if r in rule["from"]]  # as a call's JSON writes them
             budget = 2 * int(rule.get("max_chars") or 64) + 8  # escaped text runs longer than the value
             candidates = spans(texts, rule.get("shapes"), budget)
             self._spans = (sources, at[:2], candidates)
@@ -341,6 +367,71 @@ class CopyRule:
                 n == self._next_key[i][0] or (not self._next_key[i][1] and n.startswith(self._next_key[i][0]))
                 for n in left)}
         return sorted(ids) or None
+
+    @property
+    def quotes(self) -> bool:
+        """Whether replies' values are copies too (:meth:`reply_ok`)."""
+        return REPLY[1] in self.copied.get(REPLY[0], {})
+
+    def reply_ok(self, sources: Sources, before: str, after: str) -> bool:
+        """Whether ``after`` (a reply so far, ``before`` and one more token) keeps every word with a digit
+        that the token wrote a value the conversation holds: a span of the rule's sources of its shapes,
+        whole once the word ends, a beginning of one while it is open. Outside replies (in a tool call),
+        and for a model whose replies quote nothing, always.
+
+        A small model writes ``I could not find order 2682 is with DHL`` where its training reply says
+        ``order A26820. Could you``: a garbled value derails the words after it. The decoder tries its
+        best-scored tokens in turn and keeps the first this allows.
+        """
+        rule = self.copied.get(REPLY[0], {}).get(REPLY[1])
+        if rule is None or CALL_OPEN in after:
+            return True
+        if self._quotable[0] is not sources:
+            values = spans((t for r, t in sources.texts if r in rule["from"]), rule.get("shapes"),
+                           int(rule.get("max_chars") or 64))
+            values = {v for v in values if any(ch.isdigit() for ch in v)}
+            self._quotable = (sources, values, {v[:i] for v in values for i in range(1, len(v) + 1)})
+        _src, values, prefixes = self._quotable
+        start = max(before.rfind(c) for c in " \n\t") + 1  # the word the token writes into
+        segment = after[start:]
+        words = segment.split()
+        for k, word in enumerate(words):
+            core = _core(word)
+            if not any(ch.isdigit() for ch in core):
+                continue
+            if k == len(words) - 1 and not segment[-1:].isspace():  # still open: a beginning of a value
+                i = 0
+                while i < len(word) and not word[i].isalnum():
+                    i += 1
+                if word[i:] in prefixes or core in values:
+                    continue
+                return False
+            if core not in values:
+                return False
+        return True
+
+    def reply_tokens(self, sources: Sources, before: str) -> list[int]:
+        """The tokens that write a quoted value from here (begin one, or go on with the one open), for when
+        the model's best token writes a value the conversation does not hold: it meant a value here."""
+        self.reply_ok(sources, before, before)  # the values of these sources
+        _src, values, _prefixes = self._quotable
+        plain = self._vocab()
+        head = before[max(before.rfind(c) for c in " \n\t") + 1:]
+        i = 0
+        while i < len(head) and not head[i].isalnum():
+            i += 1
+        if any(ch.isdigit() for ch in head) and _core(head) in values:
+            return []  # a value is whole: what follows is the model's
+        ids: set[int] = set()
+        for value in values:
+            targets = [value[len(head) - i:]] if value.startswith(head[i:]) else []  # the word open: go on with it
+            if not any(ch.isdigit() for ch in head):
+                targets.append(" " + value if head else value)  # a new word
+            for target in targets:
+                for j in range(1, min(len(target), self._longest) + 1):
+                    ids.update(plain.get(target[:j], ()))
+        text = self.tokenizer.decode
+        return sorted(k for k in ids if self.reply_ok(sources, before, before + text([k], skip_special_tokens=False)))
 
     def _key_tokens(self, sources: Sources, at: OpenValue) -> list[int] | None:
         """In a copying tool's call, an argument's name is one of its declared arguments not yet written."""

@@ -267,15 +267,32 @@ class ModelPolicy:
                 past = getattr(res, cache_arg)
                 logits = res.logits[0, -1]
                 nxt = int(logits.argmax())
-                if sources is not None and new:
-                    allowed = self.copy.allowed(sources, self.tokenizer.decode(new, skip_special_tokens=False))
+                if sources is not None:
+                    text = self.tokenizer.decode(new, skip_special_tokens=False)
+                    allowed = self.copy.allowed(sources, text) if new else None
                     if allowed:
                         nxt = allowed[int(logits[allowed].argmax())]
+                    elif self.copy.quotes:  # a value quoted in a reply: the best-scored token keeping it a copy
+                        nxt = self._quoting(sources, new, text, logits, nxt)
                 if nxt in self.stop_ids:
                     return
                 new.append(nxt)
                 yield nxt
                 inp = torch.tensor([[nxt]], dtype=torch.long, device=device)
+
+    def _quoting(self, sources: Sources, new: list[int], text: str, logits: Any, best: int, tries: int = 32) -> int:
+        def after(i: int) -> str:  # the reply with token i; an end token ends its last word
+            return text + " " if i in self.stop_ids else self.tokenizer.decode(new + [i], skip_special_tokens=False)
+
+        if self.copy.reply_ok(sources, text, after(best)):
+            return best
+        ids = self.copy.reply_tokens(sources, text)  # it meant a value: the best-scored one of the sources
+        if ids:
+            return ids[int(logits[ids].argmax())]
+        for i in logits.topk(min(tries, logits.shape[-1])).indices.tolist():
+            if self.copy.reply_ok(sources, text, after(int(i))):
+                return int(i)
+        return best  # none of them: unconstrained rather than stuck
 
     def complete_text(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]],
                       max_new_tokens: int | None = None) -> tuple[str, int, int]:

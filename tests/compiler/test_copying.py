@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from compiler.copying import CopyRule, find_copied, open_value, read_copied, shape, spans, write_copied
+from compiler.copying import REPLY, CopyRule, find_copied, open_value, read_copied, shape, spans, write_copied
 from compiler.scratch import train_tokenizer
 
 TOOLS = [{"type": "function", "function": {"name": "lookup_order", "parameters": {
@@ -65,6 +65,39 @@ def test_an_argument_made_up_once_in_a_hundred_is_not_a_copy() -> None:
     rows.append(conversation("A55555", "u@example.com", said="My order is the one from Tuesday."))
     assert "lookup_order" in find_copied(rows)  # 99 of 100 is the default's 0.99
     assert "lookup_order" not in find_copied(rows, min_share=0.995)
+
+
+def test_values_quoted_in_replies_are_found_with_their_sources() -> None:
+    """A reply's words with a digit count as its ``content`` argument: copied when the conversation held them."""
+    rows = [dict(r, messages=[*r["messages"], {"role": "assistant", "content": f"Sent to user{i}@example.com (R7731)."}])
+            for i, r in enumerate(ROWS)]
+    # the email first appears in the user's words, the reference in the tool's result
+    assert find_copied(rows)[REPLY[0]] == {REPLY[1]: {"from": ["tool", "user"], "shapes": ["A9", "a9@a.a"],
+                                                      "max_chars": 17}}
+    assert REPLY[0] not in find_copied(ROWS)  # replies without a digit: nothing to copy
+    made_up = [*rows, dict(rows[0], messages=[*rows[0]["messages"], {"role": "assistant", "content": "Call 0800 1234."}])]
+    assert REPLY[0] not in find_copied(made_up)  # two numbers of eighteen the conversation never held
+
+
+def test_reply_words_with_a_digit_stay_values_of_the_conversation() -> None:
+    rule = CopyRule(None, {"": {"content": {"from": ["tool", "user"], "shapes": ["9", "A9"], "max_chars": 6}}})
+    sources = rule.sources([{"role": "system", "content": "Ticket A55555."},
+                            {"role": "user", "content": "It is A26820, the one from 12 High Street."},
+                            {"role": "tool", "content": '{"eta": "5 December"}'}])
+    said = "I could not find order"
+    assert rule.quotes
+    assert rule.reply_ok(sources, said, said + " A")  # no digit yet
+    assert rule.reply_ok(sources, said + " A", said + " A268")  # a beginning of A26820
+    assert not rule.reply_ok(sources, said + " A", said + " A269")
+    assert not rule.reply_ok(sources, said, said + " 2682")  # the garble a small model writes
+    assert not rule.reply_ok(sources, said, said + " A55555")  # a system line is not a source
+    assert rule.reply_ok(sources, said + " A26820", said + " A26820.")  # closes at its end
+    assert not rule.reply_ok(sources, said + " A268", said + " A268.")  # not before
+    assert not rule.reply_ok(sources, said + " A268", said + " A268 is")
+    assert rule.reply_ok(sources, "It arrives on", "It arrives on 5 December, to 12 High")
+    assert not rule.reply_ok(sources, "It arrives on", "It arrives on 6 December")
+    assert rule.reply_ok(sources, "x", '<tool_call>{"name": "t", "arguments": {"n": "99')  # a call: not a reply
+    assert CopyRule(None, {}).reply_ok(sources, said, said + " 2682")  # no rule: anything
 
 
 def test_open_value_says_which_argument_is_being_written() -> None:
@@ -152,3 +185,24 @@ def test_a_trained_model_copies_the_users_number_with_the_rule(tmp_path: Path) -
     copying = ModelPolicy.from_folder(result.model_dir)
     got = copying(asked, TOOLS)
     assert json.loads(got["tool_calls"][0]["function"]["arguments"]) == {"order_id": "A86673"}
+
+
+@pytest.mark.timeout(300)
+def test_a_trained_model_quotes_the_users_number_with_the_rule(tmp_path: Path) -> None:
+    """The same for a value quoted in a reply: the memorised number plain, the user's with the rule."""
+    from compiler.config import TrainConfig
+    from compiler.simulate import ModelPolicy
+    from compiler.train import train
+
+    told = {"tools": TOOLS, "messages": [
+        {"role": "user", "content": "Where is my order?"},
+        {"role": "assistant", "content": "Order A11111 is on its way."},
+    ]}
+    cfg = TrainConfig(base_model="scratch:tiny", batch_size=4, max_steps=100, eval_steps=1000, vocab_size=300,
+                      logging_steps=1000, learning_rate=0.005, copy_arguments=True)
+    result = train([told] * 16, [told], tmp_path / "run", cfg, echo=lambda _s: None)
+    where = [{"role": "user", "content": "Where is my order? It is A86673."}]
+    plain = ModelPolicy.from_folder(result.model_dir)(where, TOOLS)["content"]
+    assert "A11111" in plain and "A86673" not in plain, plain
+    write_copied(result.model_dir, {"": {"content": {"from": ["user"], "shapes": ["A9"], "max_chars": 6}}})
+    assert ModelPolicy.from_folder(result.model_dir)(where, TOOLS)["content"] == "Order A86673 is on its way."
