@@ -134,15 +134,20 @@ def find_copied(rows: Iterable[Mapping[str, Any]], min_share: float = 0.99, min_
       the date in a system line, nor from a reply that misquoted it;
     - ``shapes``: the shapes (:func:`shape`) its values took, when they are at most ``max_shapes`` (an
       email is copied as an email, not as the word before it); None when values have no common shape;
-    - ``max_chars``: the longest value seen.
+    - ``max_chars``: the longest value seen;
+    - ``within``: how far back its values are found: in the latest ``within`` messages of those sources (1:
+      the reason a return is for is in the user's last message, never in the one that asked for a return).
 
     Replies count as the ``content`` argument of a tool named ``""`` (:data:`REPLY`): their words with a
     digit, when the replies quote them from the conversation as often (``Your order A86673 is with DHL``).
     """
     seen: Counter[tuple[str, str]] = Counter()
     found: dict[tuple[str, str], list[tuple[frozenset[str], str, str]]] = {}  # (sources holding it, first, value)
+    back: dict[tuple[str, str], list[dict[str, int]]] = {}  # per hit: source -> messages of it back to the latest holding
     for row in rows:
         before: list[tuple[str, str]] = []
+        counts: Counter[str] = Counter()  # messages of each source so far
+        latest: list[tuple[str, str, int]] = []  # (source, text, its message's number among the source's)
         for m in row.get("messages") or []:
             if m.get("role") == "assistant":
                 values = [((name, key), v) for name, args in _calls(m) for key, v in args.items()]
@@ -154,7 +159,16 @@ def find_copied(rows: Iterable[Mapping[str, Any]], min_share: float = 0.99, min_
                         holding = [r for r, t in before if _at_word(t, value)]
                         if holding:
                             found.setdefault(at, []).append((frozenset(holding), holding[0], value))
-            before.extend(_texts(m))
+                            ago: dict[str, int] = {}
+                            for r, t, k in latest:
+                                if _at_word(t, value):
+                                    ago[r] = min(ago.get(r, 1 << 30), counts[r] - k)
+                            back.setdefault(at, []).append(ago)
+            texts = list(_texts(m))
+            for r in {r for r, _t in texts}:
+                counts[r] += 1
+            before.extend(texts)
+            latest.extend((r, t, counts[r] - 1) for r, t in texts)
     out: Copied = {}
     for (name, key), n in sorted(seen.items()):
         hits = found.get((name, key), [])
@@ -167,8 +181,9 @@ def find_copied(rows: Iterable[Mapping[str, Any]], min_share: float = 0.99, min_
                 break
             roles.add(role)
         shapes = sorted({shape(v) for _h, _f, v in hits})
+        within = max((min(a[r] for r in a if r in roles) for a in back[name, key] if roles & set(a)), default=1)
         out.setdefault(name, {})[key] = {"from": sorted(roles), "shapes": shapes if len(shapes) <= max_shapes else None,
-                                         "max_chars": max(len(v) for _h, _f, v in hits)}
+                                         "max_chars": max(len(v) for _h, _f, v in hits), "within": within}
     return out
 
 
@@ -223,6 +238,13 @@ class Sources:
     texts: tuple[tuple[str, str], ...]
     required: Mapping[str, frozenset[str]]
     params: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # each tool's declared arguments
+    ago: tuple[int, ...] = ()  # per text: 1 for its source's latest message, 2 for the one before, ...
+
+    def of(self, rule: Mapping[str, Any]) -> list[str]:
+        """The texts a rule copies from: of its sources, within its latest messages of them."""
+        within = int(rule.get("within") or 0) or 1 << 30
+        ago = self.ago or (1,) * len(self.texts)
+        return [t for (r, t), k in zip(self.texts, ago, strict=True) if r in rule["from"] and k <= within]
 
 
 def open_value(text: str) -> OpenValue | None:
@@ -328,7 +350,15 @@ class CopyRule:
             required[str(fn.get("name"))] = frozenset(str(k) for k in schema.get("required") or [])
             if schema.get("additionalProperties") is not True:
                 params[str(fn.get("name"))] = tuple(str(k) for k in schema.get("properties") or {})
-        return Sources(tuple((r, t) for m in messages for r, t in _texts(m) if t), required, params)
+        per = [[(r, t) for r, t in _texts(m) if t] for m in messages]
+        later: Counter[str] = Counter()
+        ago: list[list[int]] = []
+        for texts in reversed(per):  # from the latest message back
+            roles = {r for r, _t in texts}
+            later.update(roles)
+            ago.append([later[r] for r, _t in texts])
+        return Sources(tuple(x for texts in per for x in texts), required, params,
+                       tuple(k for ks in reversed(ago) for k in ks))
 
     def allowed(self, sources: Sources, generated: str) -> list[int] | None:
         """Token ids that keep a copied argument's value one of the conversation's spans of its shape (or
@@ -345,7 +375,7 @@ class CopyRule:
         prefix = at[2]
         cached, key, candidates = self._spans
         if cached is not sources or key != at[:2]:  # the candidates of one value, computed at its first token
-            texts = [_escaped(t) for r, t in sources.texts if r in rule["from"]]  # as a call's JSON writes them
+            texts = [_escaped(t) for t in sources.of(rule)]  # as a call's JSON writes them
             budget = 2 * int(rule.get("max_chars") or 64) + 8  # escaped text runs longer than the value
             candidates = spans(texts, rule.get("shapes"), budget)
             self._spans = (sources, at[:2], candidates)
@@ -387,7 +417,7 @@ class CopyRule:
         if rule is None or CALL_OPEN in after:
             return True
         if self._quotable[0] is not sources:
-            values = spans((t for r, t in sources.texts if r in rule["from"]), rule.get("shapes"),
+            values = spans(sources.of(rule), rule.get("shapes"),
                            int(rule.get("max_chars") or 64))
             values = {v for v in values if any(ch.isdigit() for ch in v)}
             self._quotable = (sources, values, {v[:i] for v in values for i in range(1, len(v) + 1)})

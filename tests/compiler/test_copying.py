@@ -50,11 +50,12 @@ def test_shapes_name_runs_of_letters_and_digits() -> None:
 def test_found_arguments_roles_shapes_and_lengths() -> None:
     copied = find_copied(ROWS)
     assert copied == {
-        "lookup_order": {"order_id": {"from": ["user"], "shapes": ["A9"], "max_chars": 6}},
-        # the order number is in the user's words, the tool's result and the earlier call: it came from the user
-        "verify": {"email": {"from": ["user"], "shapes": ["a9@a.a"], "max_chars": 17},
-                   "order_id": {"from": ["user"], "shapes": ["A9"], "max_chars": 6},
-                   "ref": {"from": ["tool"], "shapes": ["A9"], "max_chars": 5}},
+        "lookup_order": {"order_id": {"from": ["user"], "shapes": ["A9"], "max_chars": 6, "within": 1}},
+        # the order number is in the user's words, the tool's result and the earlier call: it came from the user,
+        # two of the user's messages back (the latest gave the email)
+        "verify": {"email": {"from": ["user"], "shapes": ["a9@a.a"], "max_chars": 17, "within": 1},
+                   "order_id": {"from": ["user"], "shapes": ["A9"], "max_chars": 6, "within": 2},
+                   "ref": {"from": ["tool"], "shapes": ["A9"], "max_chars": 5, "within": 1}},
     }
     # a constant the conversation never says (channel, note) is not a copy; nor is anything below min_calls
     assert find_copied(ROWS, min_calls=9) == {}
@@ -73,7 +74,7 @@ def test_values_quoted_in_replies_are_found_with_their_sources() -> None:
             for i, r in enumerate(ROWS)]
     # the email first appears in the user's words, the reference in the tool's result
     assert find_copied(rows)[REPLY[0]] == {REPLY[1]: {"from": ["tool", "user"], "shapes": ["A9", "a9@a.a"],
-                                                      "max_chars": 17}}
+                                                      "max_chars": 17, "within": 1}}
     assert REPLY[0] not in find_copied(ROWS)  # replies without a digit: nothing to copy
     made_up = [*rows, dict(rows[0], messages=[*rows[0]["messages"], {"role": "assistant", "content": "Call 0800 1234."}])]
     assert REPLY[0] not in find_copied(made_up)  # two numbers of eighteen the conversation never held
@@ -98,6 +99,20 @@ def test_reply_words_with_a_digit_stay_values_of_the_conversation() -> None:
     assert not rule.reply_ok(sources, "It arrives on", "It arrives on 6 December")
     assert rule.reply_ok(sources, "x", '<tool_call>{"name": "t", "arguments": {"n": "99')  # a call: not a reply
     assert CopyRule(None, {}).reply_ok(sources, said, said + " 2682")  # no rule: anything
+
+
+def test_values_are_copied_from_the_latest_messages_the_rule_learnt() -> None:
+    """``within``: a corrected number is quoted, not the one before it; older messages of other sources count apart."""
+    rule = CopyRule(None, {"": {"content": {"from": ["tool", "user"], "shapes": ["A9"], "max_chars": 6, "within": 1}}})
+    sources = rule.sources([{"role": "user", "content": "It is A26820."},
+                            {"role": "tool", "content": '{"ref": "R1234"}'},
+                            {"role": "assistant", "content": "I could not find it."},
+                            {"role": "user", "content": "Sorry, A26821."}])
+    assert sources.ago == (2, 1, 1, 1)
+    assert rule.reply_ok(sources, "Order", "Order A26821") and rule.reply_ok(sources, "Ref", "Ref R1234")
+    assert not rule.reply_ok(sources, "Order", "Order A26820")
+    assert CopyRule(None, {"": {"content": {"from": ["user"], "shapes": ["A9"], "max_chars": 6, "within": 2}}}).reply_ok(
+        sources, "Order", "Order A26820")
 
 
 def test_open_value_says_which_argument_is_being_written() -> None:
