@@ -37,6 +37,7 @@ FILE = "copying.json"
 Copied = dict[str, dict[str, dict[str, Any]]]  # tool -> argument -> {"from": roles, "shapes": [...], "max_chars"}
 REPLY = ("", "content")  # where a Copied holds the rule for values quoted in replies (a text turn's "argument")
 _NAME_RE = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_OPEN_NAME_RE = re.compile(r'^\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)$')
 _ARGS_RE = re.compile(r'"arguments"\s*:\s*\{')
 _AFTER_VALUE = re.compile(r"\s*($|[,}])")
 _NEXT_KEY = re.compile(r'\s*,\s*"([^"]*)(")?')
@@ -247,6 +248,15 @@ class Sources:
         return [t for (r, t), k in zip(self.texts, ago, strict=True) if r in rule["from"] and k <= within]
 
 
+def open_name(text: str) -> str | None:
+    """The tool's name so far where ``text`` (a model's output so far) ends inside a call's name; else None."""
+    start = text.rfind(CALL_OPEN)
+    if start < 0:
+        return None
+    found = _OPEN_NAME_RE.match(text[start + len(CALL_OPEN):])
+    return found.group(1) if found else None
+
+
 def open_value(text: str) -> OpenValue | None:
     """Where ``text`` (a model's output so far) ends inside a string value of a tool call's top-level
     argument: the tool, the argument, the value so far and the arguments before it; inside a top-level
@@ -366,6 +376,8 @@ class CopyRule:
         starts with what is written)."""
         if not self.copied or CALL_OPEN not in generated:
             return None
+        if (called := open_name(generated)) is not None:
+            return self._name_tokens(sources, called)
         at = open_value(generated)
         if at is not None and at.in_key:
             return self._key_tokens(sources, at)
@@ -462,6 +474,21 @@ class CopyRule:
                     ids.update(plain.get(target[:j], ()))
         text = self.tokenizer.decode
         return sorted(k for k in ids if self.reply_ok(sources, before, before + text([k], skip_special_tokens=False)))
+
+    def _name_tokens(self, sources: Sources, prefix: str) -> list[int] | None:
+        """A call's tool is one of the request's tools: its name goes on with one, or closes where one ends
+        (and the arguments come next)."""
+        plain = self._vocab()
+        ids: set[int] = set()
+        for name in sources.required:
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix):]
+            for j in range(1, min(len(rest), self._longest) + 1):
+                ids.update(plain.get(rest[:j], ()))
+            ids.update(i for i in self._closing.get(rest, ()) if i not in self._ends_call and (
+                i not in self._next_key or "arguments".startswith(self._next_key[i][0])))
+        return sorted(ids) or None
 
     def _key_tokens(self, sources: Sources, at: OpenValue) -> list[int] | None:
         """In a copying tool's call, an argument's name is one of its declared arguments not yet written."""

@@ -13,7 +13,17 @@ from typing import Any
 
 import pytest
 
-from compiler.copying import REPLY, CopyRule, find_copied, open_value, read_copied, shape, spans, write_copied
+from compiler.copying import (
+    REPLY,
+    CopyRule,
+    find_copied,
+    open_name,
+    open_value,
+    read_copied,
+    shape,
+    spans,
+    write_copied,
+)
 from compiler.scratch import train_tokenizer
 
 TOOLS = [{"type": "function", "function": {"name": "lookup_order", "parameters": {
@@ -124,6 +134,7 @@ def test_open_value_says_which_argument_is_being_written() -> None:
     assert open_value('<tool_call>{"name": "v", "arguments": {"q": {"inner": "x') is None  # nested: left alone
     assert open_value('<tool_call>{"name": "v", "arguments": {"q": "say \\"hi') == ("v", "q", 'say \\"hi', (), False)
     assert open_value("Your order A86673 is on its way.") is None
+    assert open_name('<tool_call>{"name": "look') == "look" and open_name('<tool_call>{"name": "lookup", "') is None
 
 
 def test_spans_are_word_aligned_and_of_a_known_shape() -> None:
@@ -170,6 +181,11 @@ def test_allowed_tokens_continue_a_span_and_close_it_only_at_its_end(kind: str, 
     names = _allowed_texts(rule, tok, sources, head + 'A86673", "')
     assert names and all("channel".startswith(t) or t.startswith('channel"') for t in names), names
     assert not any("order_id".startswith(t) and not "channel".startswith(t) for t in names)
+    # the tool is one of the request's tools: its name goes on with one and closes where one ends
+    called = _allowed_texts(rule, tok, sources, '<tool_call>{"name": "lookup')
+    assert called and all("_order".startswith(t) or t.startswith('"') for t in called), called
+    assert not any("}" in t for t in _allowed_texts(rule, tok, sources, '<tool_call>{"name": "lookup_order'))
+    assert rule.allowed(sources, '<tool_call>{"name": "') and rule.allowed(sources, '<tool_call>{"name": "x') is None
     write_copied(tmp_path, find_copied(ROWS))
     assert read_copied(tmp_path) == find_copied(ROWS)
     assert read_copied(tmp_path / "missing") == {}
