@@ -306,8 +306,10 @@ def compile_from_traffic(
     artifact: Path | None = None
     if report.passed:
         artifact = write_artifact(result.model_dir, out / "artifact", manifest, report)
+        # the mined steps' replies: the gateway's canary judges a reply by its step, as the replay gate does
+        replies = {n.id: list(n.say) for n in fc.nodes.values() if n.speaks and n.say}
         write_json_atomic(artifact / PROMPT_FILE, {"persona": persona, "static_lines": sorted(static),
-                                                    "step_lines": sorted(steps)})
+                                                    "step_lines": sorted(steps), "replies": replies})
         (artifact / "mined-chart.yaml").write_text((out / "mined" / "chart.yaml").read_text())
         (out / "gate-report.md").unlink(missing_ok=True)
         echo(f"gate passed: artifact at {artifact}")

@@ -40,6 +40,7 @@ class RouteState:
     model: str | None
     persona: str = ""  # set for a model compiled from traffic: how its prompt is reduced (artifact/prompt.json)
     static_lines: frozenset[str] = frozenset()
+    replies: tuple[tuple[str, tuple[frozenset[str], ...]], ...] = ()  # per step its replies' words (reply_step)
 
 
 def on_compiled(conversation: str, share: float) -> bool:
@@ -66,11 +67,40 @@ def route_for(table: Mapping[str, RouteState], workflow: str, conversation: str)
 # ---------------------------------------------------------------------- store
 
 
+def _words(text: str) -> frozenset[str]:
+    """A reply's words for telling steps apart: lower-cased, without values (digits, `{slot}` placeholders)."""
+    out = set()
+    for w in text.lower().split():
+        w = w.strip(".,!?;:()\"'")
+        if w and not any(ch.isdigit() for ch in w) and "{" not in w:
+            out.add(w)
+    return frozenset(out)
+
+
+def reply_step(text: str, replies: tuple[tuple[str, tuple[frozenset[str], ...]], ...],
+               floor: float = 0.3) -> str | None:
+    """The step whose replies ``text`` shares most words with (Jaccard, best reply of each step); None
+    below ``floor`` or without steps. A canary comparison scores two replies of the same step as agreeing:
+    the frontier says "What can I do for you today?" where the compiled model says "How can I help you
+    with your order today?", both the mined step `ask_intent`, as the replay gate judges them."""
+    words = _words(text)
+    best, score = None, floor
+    for step, examples in replies:
+        for ex in examples:
+            union = len(words | ex)
+            s = len(words & ex) / union if union else 0.0
+            if s > score or (s == score and best is None and s > 0):
+                best, score = step, s
+    return best
+
+
 @lru_cache(maxsize=256)
-def _prompt(artifact: str) -> tuple[str, frozenset[str]]:
-    """An artifact's prompt reduction, read once (an artifact never changes once written)."""
+def _prompt(artifact: str) -> tuple[str, frozenset[str], tuple[tuple[str, tuple[frozenset[str], ...]], ...]]:
+    """An artifact's prompt reduction and its steps' replies, read once (an artifact never changes once written)."""
     p = read_prompt(artifact) or {}
-    return str(p.get("persona") or ""), frozenset(map(str, p.get("static_lines") or ()))
+    replies = tuple((str(step), tuple(_words(str(t)) for t in texts))
+                    for step, texts in sorted((p.get("replies") or {}).items()) if isinstance(texts, list))
+    return str(p.get("persona") or ""), frozenset(map(str, p.get("static_lines") or ())), replies
 
 
 def load_table(engine: Engine) -> dict[str, RouteState]:
@@ -78,7 +108,7 @@ def load_table(engine: Engine) -> dict[str, RouteState]:
         rows = conn.execute(select(routes.c.workflow, routes.c.mode, routes.c.share, routes.c.model,
                                    routes.c.artifact)).all()
     return {r.workflow: RouteState(r.workflow, r.mode, float(r.share), r.model,
-                                   *(_prompt(r.artifact) if r.artifact else ("", frozenset())))
+                                   *(_prompt(r.artifact) if r.artifact else ("", frozenset(), ())))
             for r in rows}
 
 

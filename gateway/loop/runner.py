@@ -60,6 +60,17 @@ class LoopHandle:
         """Share of compiled-side requests the frontier answers too: more during the canary, less after."""
         return self.cfg.compare_share if on_canary else self.cfg.compiled_compare_share
 
+    def reply_score(self, workflow: str, frontier: str, compiled: str) -> float | None:
+        """1.0 when both replies are of the same step of the compiled model's mined graph, else 0.0; None for
+        an artifact without one (a flowchart compile: the comparison scores word overlap)."""
+        st = self.table.get(workflow)
+        if st is None or not st.replies:
+            return None
+        step = canary.reply_step(frontier, st.replies)
+        if step is None:  # the frontier said something no step says: nothing to judge by
+            return None
+        return 1.0 if canary.reply_step(compiled, st.replies) == step else 0.0
+
     def record_sample(self, workflow: str, conversation: str, score: float) -> None:
         """Blocking store write of one canary comparison (gateway.proxy.learn calls it in a worker thread)."""
         canary.record_sample(self.engine, workflow, conversation, score=score)

@@ -162,10 +162,10 @@ class Learner:
         if label.good is not None:
             score = 1.0 if label.good else 0.0
         else:
-            score = word_overlap(
-                content_text(reply_message(frontier).get("content")),
-                content_text(reply_message(compiled).get("content")),
-            )
+            said = content_text(reply_message(frontier).get("content"))
+            got = content_text(reply_message(compiled).get("content"))
+            step = routes.reply_score(parent.workflow, said, got)  # same step of a model compiled from traffic
+            score = step if step is not None else word_overlap(said, got)
         await asyncio.to_thread(routes.record_sample, parent.workflow, parent.conversation, score)
 
     async def _judge(

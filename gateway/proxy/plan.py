@@ -55,6 +55,11 @@ class CompiledRoutes(Protocol):
         """Blocking store write of one canary comparison (called in a worker thread)."""
         ...
 
+    def reply_score(self, workflow: str, frontier: str, compiled: str) -> float | None:
+        """How far two replies to one request agree by the compiled model's own steps (1.0: the same step),
+        or None where the artifact names none (the comparison then scores word overlap)."""
+        ...
+
 
 @dataclass
 class Plan:

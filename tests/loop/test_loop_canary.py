@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from loop_helpers import ledger_rows, seed
@@ -155,3 +156,25 @@ def test_manual_rollback_is_recorded(store: Engine) -> None:
     assert out["switches"][0]["reason"] == "customer complaint"
     with pytest.raises(InvalidRequest, match="score"):
         canary.record_sample(store, WF, "c", score=1.5)
+
+
+def test_a_traffic_compiled_canary_scores_replies_by_their_mined_step(store: Engine, tmp_path: Path) -> None:
+    """Two wordings of one step agree (the frontier picks among them, the compiled model says one); a reply
+    of another step does not; an artifact without mined steps (a flowchart compile) leaves word overlap."""
+    art = tmp_path / "artifact"
+    art.mkdir()
+    (art / "prompt.json").write_text(json.dumps({"persona": "You are Acme's assistant.", "static_lines": [],
+                                                 "step_lines": [], "replies": {
+        "ask_intent": ["How can I help you with your order today?", "What can I do for you today?"],
+        "report_status": ["Your order {order_id} is with {carrier} and should arrive on {eta}."],
+        "confirm_return": ["Your return {return_id} is registered. A return label is on its way to you."]}}))
+    canary.start_canary(store, WF, model="wf-compiled", share=0.5, job_id=1, artifact=str(art), fingerprint="fp-a")
+    canary.start_canary(store, "other", model="o-compiled", share=0.5, job_id=2, artifact="/a", fingerprint="fp-a")
+    handle = _handle(store)
+    handle.run_once()
+    assert handle.reply_score(WF, "What can I do for you today?", "How can I help you with your order today?") == 1.0
+    assert handle.reply_score(WF, "Your order A12345 is with DHL and should arrive on 5 December.",
+                              "Your return R1234 is registered. A return label is on its way to you.") == 0.0
+    assert handle.reply_score(WF, "Something no step says at all.", "What can I do for you today?") is None
+    assert handle.reply_score("other", "What can I do for you today?", "Hello") is None  # no steps: word overlap
+    assert canary.reply_step("your order a1 is with ups", handle.table[WF].replies) == "report_status"
