@@ -115,11 +115,17 @@ def _words(text: str) -> Iterator[str]:
             yield core
 
 
+def _lead(word: str) -> int:
+    """Where ``word``'s first letter or digit is (its length when it has none)."""
+    i = 0
+    while i < len(word) and not word[i].isalnum():
+        i += 1
+    return i
+
+
 def _core(word: str) -> str:
     """``word`` without the punctuation before and after it (``(A86673).`` -> ``A86673``)."""
-    i, j = 0, len(word)
-    while i < j and not word[i].isalnum():
-        i += 1
+    i, j = _lead(word), len(word)
     while j > i and not word[j - 1].isalnum():
         j -= 1
     return word[i:j]
@@ -391,14 +397,13 @@ class CopyRule:
             budget = 2 * int(rule.get("max_chars") or 64) + 8  # escaped text runs longer than the value
             candidates = spans(texts, rule.get("shapes"), budget)
             self._spans = (sources, at[:2], candidates)
-        plain = self._vocab()
+        self._vocab()  # fills the closing tokens too
         ids: set[int] = set()
         for value in candidates:
             if not value.startswith(prefix):
                 continue
             rest = value[len(prefix):]
-            for j in range(1, min(len(rest), self._longest) + 1):
-                ids.update(plain.get(rest[:j], ()))
+            ids |= self._beginning(rest)
             ids.update(self._closing.get(rest, ()))  # the value ends here: a token closing the string
         if sources.required.get(at.tool, frozenset()) - {*at.keys, at.key}:
             ids -= self._ends_call  # a required argument is still to come
@@ -409,6 +414,11 @@ class CopyRule:
                 n == self._next_key[i][0] or (not self._next_key[i][1] and n.startswith(self._next_key[i][0]))
                 for n in left)}
         return sorted(ids) or None
+
+    def _beginning(self, rest: str) -> set[int]:
+        """The tokens (without a quote) whose text is a beginning of ``rest``."""
+        plain = self._vocab()
+        return {i for j in range(1, min(len(rest), self._longest) + 1) for i in plain.get(rest[:j], ())}
 
     @property
     def quotes(self) -> bool:
@@ -442,10 +452,7 @@ class CopyRule:
             if not any(ch.isdigit() for ch in core):
                 continue
             if k == len(words) - 1 and not segment[-1:].isspace():  # still open: a beginning of a value
-                i = 0
-                while i < len(word) and not word[i].isalnum():
-                    i += 1
-                if word[i:] in prefixes or core in values:
+                if word[_lead(word):] in prefixes or core in values:
                     continue
                 return False
             if core not in values:
@@ -457,11 +464,8 @@ class CopyRule:
         the model's best token writes a value the conversation does not hold: it meant a value here."""
         self.reply_ok(sources, before, before)  # the values of these sources
         _src, values, _prefixes = self._quotable
-        plain = self._vocab()
         head = before[max(before.rfind(c) for c in " \n\t") + 1:]
-        i = 0
-        while i < len(head) and not head[i].isalnum():
-            i += 1
+        i = _lead(head)
         if any(ch.isdigit() for ch in head) and _core(head) in values:
             return []  # a value is whole: what follows is the model's
         ids: set[int] = set()
@@ -470,22 +474,20 @@ class CopyRule:
             if not any(ch.isdigit() for ch in head):
                 targets.append(" " + value if head else value)  # a new word
             for target in targets:
-                for j in range(1, min(len(target), self._longest) + 1):
-                    ids.update(plain.get(target[:j], ()))
+                ids |= self._beginning(target)
         text = self.tokenizer.decode
         return sorted(k for k in ids if self.reply_ok(sources, before, before + text([k], skip_special_tokens=False)))
 
     def _name_tokens(self, sources: Sources, prefix: str) -> list[int] | None:
         """A call's tool is one of the request's tools: its name goes on with one, or closes where one ends
         (and the arguments come next)."""
-        plain = self._vocab()
+        self._vocab()  # fills the closing tokens too
         ids: set[int] = set()
         for name in sources.required:
             if not name.startswith(prefix):
                 continue
             rest = name[len(prefix):]
-            for j in range(1, min(len(rest), self._longest) + 1):
-                ids.update(plain.get(rest[:j], ()))
+            ids |= self._beginning(rest)
             ids.update(i for i in self._closing.get(rest, ()) if i not in self._ends_call and (
                 i not in self._next_key or "arguments".startswith(self._next_key[i][0])))
         return sorted(ids) or None
@@ -495,13 +497,12 @@ class CopyRule:
         names = sources.params.get(at.tool)
         if at.tool not in self.copied or not names:
             return None
-        plain = self._vocab()
+        self._vocab()  # fills the closing tokens too
         ids: set[int] = set()
         for name in names:
             if name in at.keys or not name.startswith(at.prefix):
                 continue
             rest = name[len(at.prefix):]
-            for j in range(1, min(len(rest), self._longest) + 1):
-                ids.update(plain.get(rest[:j], ()))
+            ids |= self._beginning(rest)
             ids.update(self._key_closing.get(rest, ()))
         return sorted(ids) or None
