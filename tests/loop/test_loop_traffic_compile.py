@@ -115,7 +115,8 @@ def _run(start_loop_gateway: Any, tmp_path: Path, script: Path, port: int, step_
         {
             "compile_command": [],  # the real `tiergate compile`
             "traffic_compile_args": ["--config", str(ROOT / "configs" / "compile.yaml"),
-                                     "--set", "data.render_unwalked=false", "--set", "data.value_variants=4"],
+                                     "--set", "data.render_unwalked=false", "--set", "data.value_variants=4",
+                                     "--set", "train.max_tokens=2400000"],
             "min_conversations": 250, "min_captured_conversations": 200, "compile_cost_usd": 0.001,
             "canary_share": 0.5, "promote_after": 5, "min_samples": 3, "compare_share": 1.0,
         },
