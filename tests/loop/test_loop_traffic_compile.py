@@ -6,8 +6,8 @@ hubs, two loops, tool arguments copied from the user, the whole procedure in one
 per-step one, no tiergate headers), here sending every turn through a real gateway with the official
 `openai` client. The frontier follows the app's current step (tests/loop/step_frontier.py). The compile is
 the real `tiergate compile --from-traffic`: it mines the export, trains a scratch model on the CPU
-(configs/compile.yaml, with the two settings an app that decides early and branches late needs:
-docs/bench-traffic-compile.md), and gates it on the simulator over the mined graph and on the replay of
+(configs/compile.yaml, with the two data settings an app that decides early and branches late needs,
+docs/bench-traffic-compile.md, and twice the token budget for a margin over the simulator bar), and gates it on the simulator over the mined graph and on the replay of
 held-out captured conversations. The loop then serves the artifact with the real `tiergate serve-model`
 on a port it picks (no `loop.compiled_models`, no config change), canaries it on live traffic and
 promotes it; the app's later conversations are answered by the compiled model, its copied order
