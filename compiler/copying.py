@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .toolcalls import CALL_CLOSE, CALL_OPEN
+from .toolcalls import CALL_CLOSE, CALL_OPEN, call_arguments
 
 FILE = "copying.json"
 Copied = dict[str, dict[str, dict[str, Any]]]  # tool -> argument -> {"from": roles, "shapes": [...], "max_chars"}
@@ -59,15 +59,10 @@ def _texts(message: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         yield role, content
     elif isinstance(content, list):
         yield role, "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    for call in message.get("tool_calls") or []:
-        args = (call.get("function") or call).get("arguments")
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except ValueError:
-                yield "call", args
-                continue
-        if isinstance(args, Mapping):
+    for _name, args in call_arguments(message):
+        if isinstance(args, str):  # not JSON: its text
+            yield "call", args
+        elif isinstance(args, Mapping):
             yield from (("call", v) for v in args.values() if isinstance(v, str))
 
 
@@ -83,16 +78,10 @@ def _at_word(text: str, value: str) -> bool:
 
 
 def _calls(message: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    for call in message.get("tool_calls") or []:
-        fn = call.get("function") or call
-        args = fn.get("arguments")
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except ValueError:
-                continue
-        if isinstance(args, Mapping) and isinstance(fn.get("name"), str):
-            yield fn["name"], args
+    """A message's tool calls whose arguments are a JSON object, as (name, arguments)."""
+    for name, args in call_arguments(message):
+        if isinstance(args, Mapping) and isinstance(name, str):
+            yield name, args
 
 
 def shape(value: str) -> str:

@@ -91,23 +91,25 @@ def parse_assistant_text(text: str, end_tokens: Iterable[str] = (), strip_tokens
     return message
 
 
+def call_arguments(message: Mapping[str, Any]) -> list[tuple[Any, Any]]:
+    """A message's tool calls as (name, arguments), the arguments read from their JSON text (the text
+    itself when it is not JSON)."""
+    out = []
+    for c in message.get("tool_calls") or []:
+        f = c.get("function") or c
+        args = f.get("arguments")
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:
+                pass
+        out.append((f.get("name"), args))
+    return out
+
+
 def calls_match(got: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
     """Same names and arguments (as data: key order and spacing do not matter)."""
-
-    def norm(msg: Mapping[str, Any]) -> list[tuple[str, Any]]:
-        out = []
-        for c in msg.get("tool_calls") or []:
-            f = c.get("function", c)
-            args = f.get("arguments")
-            if isinstance(args, str):
-                try:
-                    args = json.loads(args)
-                except ValueError:
-                    pass
-            out.append((f.get("name"), args))
-        return out
-
-    return norm(got) == norm(expected)
+    return call_arguments(got) == call_arguments(expected)
 
 
 def tool_format_of(chat_template: str | None) -> str | None:
